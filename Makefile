@@ -1,0 +1,35 @@
+# splitrt: `make demo` and `make test` set everything up themselves on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# This machine ships these wheels on local disk (a CUDA build that runs on the CPU).
+TORCH  := torch==2.14.1 torchvision==0.29.1
+EXPORTS := exports
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[all]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/splitrt export --model resnet18 --out $(EXPORTS)
+	$(BIN)/splitrt profile --segments $(EXPORTS)/resnet18 --out $(EXPORTS)/resnet18/profile.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/splitrt bench --out bench/results.json
+
+clean:
+	rm -rf $(EXPORTS) bench runs .pytest_cache

@@ -1,0 +1,32 @@
+"""Shared fixtures: exports are made once per test session and reused read-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.manifest import Manifest
+
+
+class ExportCache:
+    """Exports torchvision models on first use into one session directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._cache: dict[str, tuple[Manifest, object]] = {}
+
+    def get(self, name: str) -> Manifest:
+        return self.get_with_parity(name)[0]
+
+    def get_with_parity(self, name: str):
+        if name not in self._cache:
+            from models.torchvision_export import export_torchvision
+
+            self._cache[name] = export_torchvision(name, self.root / name)
+        return self._cache[name]
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory) -> ExportCache:
+    return ExportCache(tmp_path_factory.mktemp("exports"))

@@ -1,0 +1,107 @@
+"""KKT allocation (P3, eqs 43-52) against an independent solver, plus its edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from edge_runtime.allocation import kkt_allocation, p3_objective, rsu_gamma
+
+F = 30e9  # the paper's 30 GHz RSU, in FLOP/s
+TAU = 1.0
+
+
+def oracle(gamma: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """SLSQP on the scaled problem x = f / F (unscaled, it violates sum f = F)."""
+    act = gamma > 0
+    ga, qa = gamma[act], q[act]
+    scale = 1.0 + abs(float(np.sum(ga / (F / act.sum()))))
+
+    def obj(x):
+        return (np.sum(ga / (x * F)) - np.sum(qa * x * F * TAU)) / scale
+
+    best = None
+    for x0 in (np.full(act.sum(), 1.0 / act.sum()), np.sqrt(ga) / np.sqrt(ga).sum()):
+        r = minimize(
+            obj,
+            x0,
+            bounds=[(1e-12, 1.0)] * act.sum(),
+            method="SLSQP",
+            constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1.0}],
+            options={"ftol": 1e-16, "maxiter": 2000},
+        )
+        if best is None or r.fun < best.fun:
+            best = r
+    f = np.zeros_like(gamma)
+    f[act] = best.x * F
+    return f
+
+
+def test_matches_an_independent_solver_on_random_instances():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        k = int(rng.integers(2, 5))
+        q = rng.uniform(0, 1, k) * 10 ** rng.uniform(6, 11, k) * rng.integers(0, 2, k)
+        n = rng.integers(0, 4, k)
+        w = np.where(n > 0, rng.uniform(1e8, 1e10, k), 0.0)
+        gamma = rsu_gamma(q, w, n, v=10.0)
+        if not np.any(gamma > 0):
+            continue
+        f = kkt_allocation(gamma, q, F, TAU)
+        assert f.sum() == pytest.approx(F, rel=1e-12)
+        assert np.all(f >= 0)
+        ours, ref = p3_objective(f, gamma, q, TAU), p3_objective(oracle(gamma, q), gamma, q, TAU)
+        # never worse than the solver by more than 1e-6 relative
+        assert ours <= ref + 1e-6 * abs(ref)
+
+
+def test_gamma_formula_by_hand():
+    # Q = 5, tasks W = 2 and 4: V*Q + V*(2+4) + V/2 * (4 + 2) = 10*5 + 10*6 + 5*6
+    assert rsu_gamma(5.0, 6.0, 2, v=10.0) == pytest.approx(10 * 5 + 10 * 6 + 5 * 6)
+
+
+def test_closed_form_with_empty_queues():
+    # Q = 0: f_k = sqrt(Gamma_k / eta) -> shares proportional to sqrt(Gamma_k)
+    gamma = np.array([1.0, 4.0, 9.0]) * 1e10
+    f = kkt_allocation(gamma, np.zeros(3), F, TAU)
+    np.testing.assert_allclose(f, F * np.array([1, 2, 3]) / 6, rtol=1e-12)
+
+
+def test_type_without_work_gets_nothing_or_the_floor():
+    gamma = np.array([1e10, 0.0, 4e10])
+    f = kkt_allocation(gamma, np.zeros(3), F, TAU)
+    assert f[1] == 0 and f.sum() == pytest.approx(F)
+    np.testing.assert_allclose(f[[0, 2]], F * np.array([1, 2]) / 3, rtol=1e-12)
+    floored = kkt_allocation(gamma, np.zeros(3), F, TAU, floor_flops=1e9)
+    assert floored[1] == 1e9 and floored.sum() == pytest.approx(F)
+
+
+def test_idle_rsu_splits_equally():
+    np.testing.assert_allclose(kkt_allocation(np.zeros(3), np.zeros(3), F, TAU), F / 3)
+
+
+def test_huge_queues_keep_precision():
+    """eta* sits ~1e-9 above max Q*tau ~ 1e12: still sum f = F and the KKT stationarity holds."""
+    q = np.array([1e12, 1e12 - 1.0, 5e11])
+    gamma = rsu_gamma(q, np.array([1e9, 2e9, 0.0]), np.array([1, 2, 0]), v=10.0)
+    f = kkt_allocation(gamma, q, F, TAU)
+    assert f.sum() == pytest.approx(F, rel=1e-12)
+    assert np.all(f > 0)
+    # KKT stationarity in gap form: Gamma_k / f_k^2 - (max Q tau - Q_k tau) = eta* - max Q tau
+    # for every type. Types 0 and 1 (gap 0 and 1 FLOP) resolve it to ~1e-8; a plain bisection on
+    # eta (resolution ~1e-4 at 1e12) could not.
+    s = gamma / f**2 - (q.max() - q) * TAU
+    assert 0 < s[0] < 1e-6
+    assert s[1] == pytest.approx(s[0], rel=1e-6)
+    # The type far below the top queue gets f = sqrt(Gamma / (gap + s)) ~ sqrt(Gamma / gap).
+    assert f[2] == pytest.approx(np.sqrt(gamma[2] / (5e11 * TAU)), rel=1e-9)
+
+
+def test_batched_equals_one_by_one():
+    rng = np.random.default_rng(1)
+    gamma = rng.uniform(0, 1e11, (50, 3)) * rng.integers(0, 2, (50, 3))
+    q = rng.uniform(0, 1e10, (50, 3)) * (gamma > 0)
+    batched = kkt_allocation(gamma, q, F, TAU)
+    for i in range(50):
+        np.testing.assert_allclose(batched[i], kkt_allocation(gamma[i], q[i], F, TAU), rtol=1e-12)

@@ -1,0 +1,106 @@
+"""CLI smoke tests in a subprocess: export, profile, bench, and one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+
+from tests.onnx_graphs import residual_model, two_input_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def splitrt(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # no traceback for a user mistake
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_export_and_profile_torchvision(tmp_path):
+    r = splitrt("export", "--model", "resnet18", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "resnet18: 12 segments, 13 cuts" in r.stdout
+    manifest = json.loads((tmp_path / "resnet18" / "manifest.json").read_text())
+    assert len(manifest["segments"]) == 12
+    r = splitrt(
+        "profile",
+        "--segments",
+        str(tmp_path / "resnet18"),
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--out",
+        str(tmp_path / "p.json"),
+    )
+    assert r.returncode == 0, r.stderr
+    prof = json.loads((tmp_path / "p.json").read_text())
+    assert prof["model"] == "resnet18" and len(prof["cuts"]) == 13
+    assert prof["whole"]["median_s"] > 0 and prof["effective_flops_per_s"] > 0
+    assert "layer4.1/conv1" in r.stdout  # the per-cut table names the segments
+
+
+def test_export_user_onnx(tmp_path):
+    path = tmp_path / "res.onnx"
+    onnx.save(residual_model(), path)
+    r = splitrt("export", "--onnx", str(path), "--out", str(tmp_path / "out"), "--granularity", "op")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "out" / "res" / "manifest.json").read_text())
+    assert manifest["source"]["kind"] == "onnx" and len(manifest["segments"]) == 6
+
+
+def test_bad_input_gives_one_line_errors(tmp_path):
+    assert_one_line_error(splitrt("export", "--model", "resnet19", "--out", str(tmp_path)), "unknown model 'resnet19'")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00not an onnx model at all")
+    assert_one_line_error(splitrt("export", "--onnx", str(garbage), "--out", str(tmp_path)), "not a valid ONNX model")
+    assert_one_line_error(
+        splitrt("export", "--onnx", str(tmp_path / "missing.onnx"), "--out", str(tmp_path)), "does not exist"
+    )
+    two = tmp_path / "two.onnx"
+    onnx.save(two_input_model(), two)
+    assert_one_line_error(splitrt("export", "--onnx", str(two), "--out", str(tmp_path)), "2 inputs (a, b)")
+    assert_one_line_error(splitrt("profile", "--segments", str(tmp_path / "nowhere")), "no manifest at")
+    assert_one_line_error(
+        splitrt("export", "--model", "resnet18,alexnet", "--weights", str(two), "--out", str(tmp_path)),
+        "--weights applies to one model",
+    )
+    r = splitrt("export", "--model", "resnet18", "--out", str(tmp_path), "--input-shape", "1,3,x")
+    assert r.returncode == 2 and "--input-shape" in r.stderr  # argparse's own usage error
+
+
+def test_bench_writes_records(tmp_path):
+    out = tmp_path / "results.json"
+    r = splitrt(
+        "bench",
+        "--only",
+        "split_overhead",
+        "--quick",
+        "--models",
+        "resnet18",
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    records = json.loads(out.read_text())
+    figures = {(x["benchmark"], x["figure"]) for x in records}
+    assert ("split_overhead", "chain_over_whole") in figures and ("split_overhead", "sum_over_whole") in figures
+    for x in records:
+        assert set(x) == {"benchmark", "figure", "value", "unit", "params"}
+        assert x["params"]["model"] == "resnet18"
+    assert "chain_over_whole" in r.stdout
+    assert_one_line_error(splitrt("bench", "--only", "nosuch", "--out", str(out)), "unknown benchmark(s) nosuch")

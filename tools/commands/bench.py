@@ -1,0 +1,41 @@
+"""Run the project's benchmarks; write JSON records and print a table.
+
+Records: {"benchmark", "figure", "value", "unit", "params"}. Benchmarks: see `--list`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", action="append", metavar="NAME[,NAME...]", help="run only these benchmarks")
+    p.add_argument("--out", type=Path, default=Path("bench/results.json"), metavar="FILE", help="JSON records")
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=Path("bench/work"),
+        metavar="DIR",
+        help="scratch directory (exports are kept there and reused)",
+    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks that benchmarks run, figures mean little")
+    p.add_argument("--models", default=None, help="comma-separated models for the segment benchmarks")
+    p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+
+
+def main(args: argparse.Namespace) -> int:
+    from tools import bench
+
+    if args.list:
+        for name, target in bench.BENCHMARKS.items():
+            print(f"{name:<20} {target}")
+        return 0
+    names = [n.strip() for group in (args.only or []) for n in group.split(",") if n.strip()] or None
+    ctx = bench.BenchContext(work=args.work, quick=args.quick)
+    if args.models:
+        ctx.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    records = bench.run(names, ctx, out=args.out)
+    print(bench.format_table(records))
+    print(f"{len(records)} records written to {args.out}")
+    return 0
