@@ -1,0 +1,71 @@
+"""The decision seam: what a vehicle asks for every task, whoever answers (a fixed rule, a
+baseline, the on-device ONNX policy).
+
+A `Decider` gets a `DecisionContext` (the eq-53 observation plus what the vehicle knows of its
+model and links) and returns ``(cut, node)`` in manifest indexing: segments [0, cut) run locally,
+the rest on edge node ``node`` (0 = RSU, 1..J-1 = SVs); ``cut == n_cuts - 1`` is fully local and
+the node is ignored. Deciders are per vehicle (decentralised execution); the simulator's batched
+baselines call the same pure functions below where the rule is the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from edge_runtime import observation as obs_layout
+
+
+@dataclass(frozen=True)
+class DecisionContext:
+    """Inputs of one decision. Arrays over nodes have length J (node 0 = RSU)."""
+
+    observation: np.ndarray  # (2J + 1,) eq (53), units in edge_runtime.observation
+    cut_bytes: np.ndarray  # (n_cuts,) eq (3); last entry 0
+    flops_before: np.ndarray  # (n_cuts,) FLOPs run locally at each cut
+    flops_after: np.ndarray  # (n_cuts,) FLOPs run remotely at each cut
+    node_ok: np.ndarray  # (J,) bool: node reachable (and an SV within the V2V radius, eq 25)
+    model: str = ""
+    slot: int = 0
+    rate_bps: np.ndarray | None = None  # (J,) current link rate estimate per node, bit/s
+
+    @property
+    def n_cuts(self) -> int:
+        return int(len(self.cut_bytes))
+
+    @property
+    def n_nodes(self) -> int:
+        return int(len(self.node_ok))
+
+    def node_queues_flops(self) -> np.ndarray:
+        """(J,) backlog seen at every node: the RSU's queue of this type, then each SV's."""
+        j = self.n_nodes
+        return np.concatenate([[self.observation[obs_layout.Q_RSU]], self.observation[obs_layout.sv_queue_slice(j)]])
+
+    def action_mask(self) -> np.ndarray:
+        return obs_layout.action_mask(self.n_cuts, self.node_ok)
+
+
+class Decider(Protocol):
+    """Anything that picks (cut, node) for one task."""
+
+    name: str
+
+    def decide(self, ctx: DecisionContext) -> tuple[int, int]: ...
+
+
+def greedy_choice(cut_bytes: np.ndarray, node_queues: np.ndarray, node_ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's greedy baseline: cut where the transmitted tensor is smallest (among the
+    offloading cuts 0..n-2; the first such cut on ties), offload to the reachable node with the
+    shortest queue. Vectorised: ``node_queues``/``node_ok`` (..., J) -> (cut, node) of shape (...).
+    A vehicle with no reachable node runs fully local (cut n-1, node 0)."""
+    cut_bytes = np.asarray(cut_bytes)
+    node_ok = np.asarray(node_ok, dtype=bool)
+    offload_cut = int(np.argmin(cut_bytes[:-1]))
+    queues = np.where(node_ok, np.asarray(node_queues, dtype=np.float64), np.inf)
+    node = np.argmin(queues, axis=-1)
+    any_ok = node_ok.any(axis=-1)
+    cut = np.where(any_ok, offload_cut, len(cut_bytes) - 1)
+    return cut, np.where(any_ok, node, 0)
