@@ -33,11 +33,11 @@ class DecisionContext:
 
     @property
     def n_cuts(self) -> int:
-        return int(len(self.cut_bytes))
+        return len(self.cut_bytes)
 
     @property
     def n_nodes(self) -> int:
-        return int(len(self.node_ok))
+        return len(self.node_ok)
 
     def node_queues_flops(self) -> np.ndarray:
         """(J,) backlog seen at every node: the RSU's queue of this type, then each SV's."""

@@ -59,8 +59,9 @@ def build_observation(
     """
     q_sv = np.asarray(q_sv_flops, dtype=np.float64)
     sv_pos = np.asarray(sv_pos_m, dtype=np.float64)
-    lead = np.broadcast_shapes(np.shape(q_loc_flops), np.shape(q_rsu_type_flops), np.shape(pos_m),
-                               q_sv.shape[:-1], sv_pos.shape[:-1])
+    lead = np.broadcast_shapes(
+        np.shape(q_loc_flops), np.shape(q_rsu_type_flops), np.shape(pos_m), q_sv.shape[:-1], sv_pos.shape[:-1]
+    )
     parts = [
         np.broadcast_to(np.asarray(q_loc_flops, dtype=np.float64), lead)[..., None],
         np.broadcast_to(np.asarray(q_rsu_type_flops, dtype=np.float64), lead)[..., None],
