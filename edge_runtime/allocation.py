@@ -9,7 +9,11 @@ P3:   min_f  sum_k [ Gamma_k / f_k  -  Q_k * f_k * tau ]   s.t.  sum_k f_k = F, 
 
 KKT:  f_k* = sqrt(Gamma_k / (eta* - Q_k * tau)),  eta* > max_k Q_k * tau,  sum_k f_k* = F.
 
-Units: Q and W in FLOPs, f and F in FLOP/s (the paper's GHz read as GFLOP/s), tau in seconds.
+Units. `kkt_allocation` is unit-agnostic, but P3 is not scale-free: Gamma/f is in V x seconds
+whatever the unit, while Q*f*tau scales with the square of the queue unit. The paper reads GHz
+as GFLOP/s and its V = 10, 50, 150 only trade delay against backlog at that scale, so every
+caller goes through `allocate_rsu`, which takes FLOPs and FLOP/s and solves P3 in GFLOPs and
+GFLOP/s (`QUEUE_UNIT_FLOPS`), the same unit the Lyapunov terms use (edge_runtime.lyapunov).
 
 Numerics. With queues of 1e9-1e10 FLOPs the root eta* sits a hair above max_k Q_k*tau (offsets of
 ~1e-9 against ~1e9), below the resolution of eta itself. So we never form eta: we bisect
@@ -35,6 +39,9 @@ from __future__ import annotations
 import numpy as np
 
 _ITERATIONS = 64
+
+#: Queues, workloads and CPU speeds enter P3 and the Lyapunov terms in units of 1 GFLOP (GFLOP/s).
+QUEUE_UNIT_FLOPS = 1e9
 
 
 def rsu_gamma(q_flops: np.ndarray, w_flops: np.ndarray, n_tasks: np.ndarray, v: float) -> np.ndarray:
@@ -115,3 +122,22 @@ def kkt_allocation(
     # An idle RSU (no type has work) splits F equally.
     idle = n_active == 0
     return np.where(idle, f_total / k, f)
+
+
+def allocate_rsu(
+    q_flops: np.ndarray,
+    w_flops: np.ndarray,
+    n_tasks: np.ndarray,
+    f_total_flops_per_s: float,
+    tau_s: float,
+    v: float,
+    floor_flops_per_s: float = 0.0,
+) -> np.ndarray:
+    """The RSU's per-type compute (FLOP/s) for this slot: Gamma from the type queues Q_k, this
+    slot's offloaded edge FLOPs W_k and task counts n_k, then `kkt_allocation`, all solved in
+    GFLOP units (see the module docstring). Shapes (..., K) -> (..., K)."""
+    unit = QUEUE_UNIT_FLOPS
+    q = np.asarray(q_flops, dtype=np.float64) / unit
+    gamma = rsu_gamma(q, np.asarray(w_flops, dtype=np.float64) / unit, n_tasks, v)
+    f = kkt_allocation(gamma, q, f_total_flops_per_s / unit, tau_s, floor_flops_per_s / unit)
+    return f * unit

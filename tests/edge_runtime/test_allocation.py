@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from edge_runtime.allocation import kkt_allocation, p3_objective, rsu_gamma
+from edge_runtime.allocation import allocate_rsu, kkt_allocation, p3_objective, rsu_gamma
 
 F = 30e9  # the paper's 30 GHz RSU, in FLOP/s
 TAU = 1.0
@@ -105,3 +105,14 @@ def test_batched_equals_one_by_one():
     batched = kkt_allocation(gamma, q, F, TAU)
     for i in range(50):
         np.testing.assert_allclose(batched[i], kkt_allocation(gamma[i], q[i], F, TAU), rtol=1e-12)
+
+
+def test_allocate_rsu_solves_in_gflop_units():
+    """allocate_rsu(FLOPs) == kkt_allocation on the same instance expressed in GFLOPs, x 1e9."""
+    q = np.array([4e9, 1e9, 0.0])
+    w = np.array([3e9, 0.0, 2e9])
+    n = np.array([2, 0, 1])
+    f = allocate_rsu(q, w, n, F, TAU, v=10.0)
+    g = rsu_gamma(q / 1e9, w / 1e9, n, 10.0)
+    np.testing.assert_allclose(f, kkt_allocation(g, q / 1e9, F / 1e9, TAU) * 1e9, rtol=1e-12)
+    assert f.sum() == pytest.approx(F)
