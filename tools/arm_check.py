@@ -242,12 +242,17 @@ class Host:
         return output
 
     def start(
-        self, argv: Sequence[str | Path], *, env: dict[str, str] | None = None, cwd: str | Path | None = None
+        self,
+        argv: Sequence[str | Path],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+        stdout: Any = subprocess.PIPE,
     ) -> subprocess.Popen:
         """Start ``argv`` in its own session (so Ctrl-C reaches us, and we end its whole group)."""
         proc = subprocess.Popen(
             [str(a) for a in argv],
-            stdout=subprocess.PIPE,
+            stdout=stdout,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
@@ -408,9 +413,13 @@ def device_check(ctx: Context, *args: str, timeout_s: float = 1800) -> dict[str,
     return result
 
 
-def start_host_process(ctx: Context, argv: Sequence[str | Path]) -> subprocess.Popen:
-    """Start a long-running host process (e.g. the RSU) that clean-up ends if it is still running."""
-    proc = ctx.host.start(argv, cwd=ctx.repo)
+def start_host_process(ctx: Context, argv: Sequence[str | Path], log_name: str) -> subprocess.Popen:
+    """Start a long-running host process (e.g. the RSU) that clean-up ends if it is still running.
+
+    Its output goes to ``ctx.workdir / log_name`` (a pipe nobody reads would block it when full).
+    """
+    with open(ctx.workdir / log_name, "w") as log_file:
+        proc = ctx.host.start(argv, cwd=ctx.repo, stdout=log_file)
     ctx.undo.push(f"end {' '.join(str(a) for a in argv[:4])} (pid {proc.pid})", lambda: ctx.host.end(proc))
     return proc
 
@@ -594,9 +603,15 @@ def stage_torch_free(ctx: Context) -> str:
     return f"{len(result['modules'])} edge_runtime modules + CLI verbs import without torch; torch not installed"
 
 
+def bind_check_dir(ctx: Context) -> None:
+    """Bind the run's work directory (host export + reference) read-only at CHECK_DIR, once."""
+    if str(ctx.inside(CHECK_DIR)) not in ctx.host.mountpoints():
+        mount(ctx, ["--bind", "-o", "ro", ctx.workdir], ctx.inside(CHECK_DIR))
+
+
 def stage_segments(ctx: Context) -> str:
     """The host's export, bound read-only into the rootfs, run there and compared with the host."""
-    mount(ctx, ["--bind", "-o", "ro", ctx.workdir], ctx.inside(CHECK_DIR))
+    bind_check_dir(ctx)
     result = device_check(
         ctx,
         "segments",
@@ -618,12 +633,13 @@ def stage_policy_decision(ctx: Context) -> str:
     """Hook for issue 5: the on-device ONNX policy decision, inside the emulated system.
 
     To wire it when issue 5 lands: add a ``decision`` check to tools/arm_check_device.py that,
-    with the installed package only, loads the shipped policy (policy/trained/default/) through
-    edge_runtime's policy decision API, feeds it an observation laid out by
-    edge_runtime.observation (eq 53) for ``ctx.model``'s export, and asserts that the returned
-    (cut, node) is valid and torch was not imported; then replace the body below with
-    ``result = device_check(ctx, "decision", "--policy", ..., "--segments", f"{CHECK_DIR}/exports/{ctx.model}")``
-    (copy or bind the policy into the rootfs like stage_segments does) and return a one-line detail.
+    with the installed package only, loads the shipped policy through edge_runtime's policy
+    decision API, feeds it an observation laid out by edge_runtime.observation (eq 53) for
+    ``ctx.model``'s export, and asserts that the returned (cut, node) is valid and that torch was
+    not imported. Then replace the body below with ``bind_check_dir(ctx)`` and
+    ``result = device_check(ctx, "decision", "--policy", f"{SRC}/policy/trained/default",
+    "--segments", f"{CHECK_DIR}/exports/{ctx.model}")`` (stage_install copied the committed
+    policy into the rootfs at SRC) and return a one-line detail from ``result``.
     """
     shipped = sorted((ctx.repo / "policy" / "trained" / "default").glob("*.onnx"))
     if not shipped:
@@ -636,9 +652,11 @@ def stage_policy_decision(ctx: Context) -> str:
 def stage_live_vehicle(ctx: Context) -> str:
     """Hook for issue 3: `splitrt vehicle` in the emulated system against `splitrt serve` on the host.
 
-    To wire it when issue 3 lands: start the RSU on the host with
-    ``start_host_process(ctx, [ctx.host_python, "-m", "tools.cli", "serve", "--segments", <host export dir>,
-    "--role", "rsu", "--bind", "tcp://127.0.0.1:PORT"])`` (clean-up ends it), then run the vehicle
+    To wire it when issue 3 lands: ``bind_check_dir(ctx)`` (the host's export at CHECK_DIR),
+    start the RSU on the host with
+    ``start_host_process(ctx, [ctx.host_python, "-m", "tools.cli", "serve", "--segments",
+    ctx.workdir / "exports" / ctx.model, "--role", "rsu", "--bind", "tcp://127.0.0.1:PORT"],
+    "rsu.log")`` (clean-up ends it; wait until it listens), then run the vehicle
     inside with ``run_inside(ctx, [f"{VENV}/bin/splitrt", "vehicle", "--segments",
     f"{CHECK_DIR}/exports/{ctx.model}", "--edge", "tcp://127.0.0.1:PORT", "--slots", "6", "--out",
     "/tmp/records.jsonl", ...], timeout_s=...)`` (the rootfs shares the host's network, so
