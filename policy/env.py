@@ -58,7 +58,7 @@ import numpy as np
 from edge_runtime import observation as obs_layout
 from policy.config import Scenario
 from policy.mobility import Mobility, make_mobility
-from policy.slot import SlotOutcome, SlotState, Tables, evaluate_slot, link_rates_bps
+from policy.slot import Links, SlotOutcome, SlotState, Tables, evaluate_slot, sv_in_range
 from policy.workloads import Workload, load_workloads
 
 INVALID_ACTION = ("raise", "local")
@@ -174,8 +174,8 @@ class VecEnv:
         self._f_cv = cv_lo + (cv_hi - cv_lo) * uniforms[:, :n]
         self._f_sv = sv_lo + (sv_hi - sv_lo) * uniforms[:, n:]
         positions = self.mobility.trajectories(self._rngs, n + s)  # (E, T+1, V, 2)
-        self._rates, d_sv = link_rates_bps(sc, positions, fading)
-        self._node_ok = np.concatenate([np.ones((e, t1, n, 1), dtype=bool), d_sv <= sc.v2v_radius_m], axis=-1)
+        self._fading = fading
+        self._node_ok = np.concatenate([np.ones((e, t1, n, 1), dtype=bool), sv_in_range(sc, positions)], axis=-1)
         self._tasks = tasks
         self._positions = positions
         self._mask_cache: tuple[int, np.ndarray] | None = None
@@ -293,7 +293,7 @@ class VecEnv:
             q_sv_flops=self._q_sv,
             cv_flops_per_s=self._f_cv,
             sv_flops_per_s=self._f_sv,
-            rate_bps=self._rates[:, t],
+            links=Links(self._positions[:, t], self._fading[:, t], self.scenario),
             tasks=self._tasks[:, t],
         )
 

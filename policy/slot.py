@@ -40,6 +40,7 @@ reward -P2 (eq 57), L(Q) (eq 29) before and after, drift = L(Q(t+1)) - L(Q(t)).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,6 +111,62 @@ class Tables:
 
 
 @dataclass(frozen=True, eq=False)
+class Links:
+    """This slot's links (eqs 1-2) from CV positions and Rayleigh fading, rates computed on demand.
+
+    A step needs only the rate of each CV's chosen link (`rate_to`); planners that compare every
+    node read the full (E, N, J) matrix (`rate_bps`, computed once and cached). ``Links.fixed``
+    wraps given rates (hand-built slots in tests).
+    """
+
+    positions_m: np.ndarray | None  # (E, V, 2): the N CVs, then the S SVs
+    fading: np.ndarray | None  # (E, N, J): |u|^2 per link
+    scenario: Scenario | None
+    matrix: np.ndarray | None = None  # (E, N, J) given rates instead
+
+    @classmethod
+    def fixed(cls, rate_bps: np.ndarray) -> Links:
+        return cls(None, None, None, np.asarray(rate_bps, dtype=np.float64))
+
+    @functools.cached_property
+    def rate_bps(self) -> np.ndarray:
+        if self.matrix is not None:
+            return self.matrix
+        assert self.scenario is not None and self.positions_m is not None and self.fading is not None
+        return link_rates_bps(self.scenario, self.positions_m, self.fading)[0]
+
+    def rate_to(self, node: np.ndarray) -> np.ndarray:
+        """Rate (..., E, N) of every CV's link to ``node`` (..., E, N)."""
+        n_cvs = node.shape[-1]
+        e_idx = np.arange(node.shape[-2])[:, None]
+        i_idx = np.arange(n_cvs)
+        if self.matrix is not None or "rate_bps" in self.__dict__ or node.ndim > 2:
+            return self.rate_bps[e_idx, i_idx, node]
+        sc = self.scenario
+        assert sc is not None and self.positions_m is not None and self.fading is not None
+        to_rsu = node == 0
+        target = self.positions_m[e_idx, n_cvs + np.maximum(node - 1, 0)]  # (E, N, 2) the chosen SV
+        tx = np.where(to_rsu, 0.0, target[..., 0])
+        ty = np.where(to_rsu, sc.rsu_offset_m, target[..., 1])
+        cv = self.positions_m[:, :n_cvs]
+        d = np.sqrt((cv[..., 0] - tx) ** 2 + (cv[..., 1] - ty) ** 2)
+        gain_db = np.where(
+            to_rsu,
+            path_gain_db(d, sc.v2i_gain_intercept_db, sc.v2i_gain_slope_db),
+            path_gain_db(d, sc.v2v_gain_intercept_db, sc.v2v_gain_slope_db),
+        )
+        fading = self.fading[e_idx, i_idx, node]
+        return rate_bps(sc.bandwidth_hz, sc.tx_power_dbm, sc.noise_dbm, gain_db, fading)
+
+    def select(self, env: int) -> Links:
+        sl = slice(env, env + 1)
+        if self.matrix is not None:
+            return Links.fixed(self.matrix[sl])
+        assert self.positions_m is not None and self.fading is not None
+        return Links(self.positions_m[sl], self.fading[sl], self.scenario)
+
+
+@dataclass(frozen=True, eq=False)
 class SlotState:
     """The system at the start of a slot, leading axis E (environments)."""
 
@@ -118,13 +175,19 @@ class SlotState:
     q_sv_flops: np.ndarray  # (E, S)
     cv_flops_per_s: np.ndarray  # (E, N)
     sv_flops_per_s: np.ndarray  # (E, S)
-    rate_bps: np.ndarray  # (E, N, J): this slot's rate from every CV to every node (node 0 = RSU)
+    links: Links  # this slot's channel from every CV to every node
     tasks: np.ndarray  # (E, N) tasks generated this slot (0 = nothing to decide)
+
+    @property
+    def rate_bps(self) -> np.ndarray:
+        """(E, N, J) this slot's rate from every CV to every node (node 0 = RSU), bit/s."""
+        return self.links.rate_bps
 
     def select(self, env: int) -> SlotState:
         """The state of environment ``env`` alone (leading axis kept, of length 1)."""
         sl = slice(env, env + 1)
-        return SlotState(**{k: getattr(self, k)[sl] for k in self.__dataclass_fields__})
+        fields = {k: getattr(self, k)[sl] for k in self.__dataclass_fields__ if k != "links"}
+        return SlotState(links=self.links.select(env), **fields)
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,9 +223,7 @@ def link_rates_bps(scenario: Scenario, positions_m: np.ndarray, fading: np.ndarr
     n = scenario.n_cvs
     x, y = positions_m[..., 0], positions_m[..., 1]
     d_rsu = np.sqrt(x[..., :n] ** 2 + (y[..., :n] - scenario.rsu_offset_m) ** 2)  # (..., N)
-    d_sv = np.sqrt(
-        (x[..., :n, None] - x[..., None, n:]) ** 2 + (y[..., :n, None] - y[..., None, n:]) ** 2
-    )  # (..., N, S)
+    d_sv = np.sqrt((x[..., :n, None] - x[..., None, n:]) ** 2 + (y[..., :n, None] - y[..., None, n:]) ** 2)
     gain_db = np.concatenate(
         [
             path_gain_db(d_rsu, scenario.v2i_gain_intercept_db, scenario.v2i_gain_slope_db)[..., None],
@@ -174,12 +235,17 @@ def link_rates_bps(scenario: Scenario, positions_m: np.ndarray, fading: np.ndarr
     return rates, d_sv
 
 
-def _gather_last(values: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """values (..., M) indexed per element by index (..., N) -> (..., N), broadcasting lead axes."""
-    lead = np.broadcast_shapes(values.shape[:-1], index.shape[:-1])
-    v = np.broadcast_to(values, (*lead, values.shape[-1]))
-    i = np.broadcast_to(index, (*lead, index.shape[-1]))
-    return np.take_along_axis(v, i, axis=-1)
+def sv_in_range(scenario: Scenario, positions_m: np.ndarray) -> np.ndarray:
+    """(..., N, S) bool: SV within the V2V radius of each CV (eq 25). ``positions_m`` (..., V, 2)."""
+    n = scenario.n_cvs
+    x, y = positions_m[..., 0], positions_m[..., 1]
+    d2 = (x[..., :n, None] - x[..., None, n:]) ** 2 + (y[..., :n, None] - y[..., None, n:]) ** 2
+    return d2 <= scenario.v2v_radius_m**2
+
+
+def _per_env(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """values (E, M) picked per element by index (..., E, N) -> (..., E, N)."""
+    return values[np.arange(values.shape[0])[:, None], index]
 
 
 def evaluate_slot(tables: Tables, state: SlotState, actions: np.ndarray) -> SlotOutcome:
@@ -204,7 +270,7 @@ def evaluate_slot(tables: Tables, state: SlotState, actions: np.ndarray) -> Slot
 
     # eq 7: local delay; eq 4-5: transmission to the chosen node
     local_s = np.where(runs_local, (state.q_loc_flops + b) / state.cv_flops_per_s, 0.0)
-    rate = _gather_last(state.rate_bps, node[..., None])[..., 0]
+    rate = state.links.rate_to(node)
     tx_s = transmission_delay_s(data, rate)
 
     # RSU: per-type work, P3 allocation (eqs 43-52), eqs 9 + 11
@@ -234,9 +300,9 @@ def evaluate_slot(tables: Tables, state: SlotState, actions: np.ndarray) -> Slot
         at_sv = to_sv[..., None] & (node[..., None] == np.arange(1, j))  # (..., E, N, S)
         w_j = np.sum(np.where(at_sv, w_sv[..., None], 0.0), axis=-2)  # (..., E, S)
         sv_index = np.maximum(node - 1, 0)
-        f_i = _gather_last(state.sv_flops_per_s, sv_index)
-        q_i = _gather_last(state.q_sv_flops, sv_index)
-        w_i = _gather_last(w_j, sv_index)
+        f_i = _per_env(state.sv_flops_per_s, sv_index)
+        q_i = _per_env(state.q_sv_flops, sv_index)
+        w_i = np.take_along_axis(w_j, sv_index, axis=-1)
         sv_s = np.where(to_sv, (q_i + w_sv) / f_i + (w_i - w_sv) / (2.0 * f_i), 0.0)
     else:
         w_j = np.zeros((*w_k.shape[:-1], 0))

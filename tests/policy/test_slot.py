@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.allocation import allocate_rsu
-from policy.slot import SlotState, Tables, evaluate_slot
+from policy.slot import Links, SlotState, Tables, evaluate_slot
 
 G = 1e9
 TAU = 0.25
@@ -41,7 +41,7 @@ def tiny_state(tasks=(1, 1, 1), q_rsu=(4 * G,)) -> SlotState:
         q_sv_flops=np.array([[1 * G]]),
         cv_flops_per_s=np.array([[4 * G, 5 * G, 6 * G]]),
         sv_flops_per_s=np.array([[6 * G]]),
-        rate_bps=np.array([[[8e6, 4e6], [16e6, 4e6], [8e6, 2e6]]]),  # (E, N, J): to RSU, to SV
+        links=Links.fixed(np.array([[[8e6, 4e6], [16e6, 4e6], [8e6, 2e6]]])),  # (E, N, J): to RSU, to SV
         tasks=np.array([tasks]),
     )
 
@@ -138,3 +138,23 @@ def test_work_is_conserved_across_the_split():
         )
         # cut 0 has no local part, so all 5 GFLOPs of each task arrive at some queue
         assert arrived == pytest.approx(3 * 5 * G, rel=1e-9)
+
+
+def test_chosen_links_equal_the_full_rate_matrix_and_the_channel_model():
+    from edge_runtime.channel import rate_bps, v2i_gain_db, v2v_gain_db
+    from policy.config import paper
+
+    sc = paper(n_cvs=3, n_svs=4)
+    rng = np.random.default_rng(0)
+    pos = np.stack([rng.uniform(-500, 500, (5, 7)), rng.choice([-1.6, -4.8, -8.0], (5, 7))], axis=-1)
+    fading = rng.exponential(1.0, (5, 3, 5))
+    links = Links(pos, fading, sc)
+    node = rng.integers(0, 5, (5, 3))
+    chosen = links.rate_to(node)  # computed for the chosen links only
+    full = Links(pos, fading, sc).rate_bps  # every link
+    np.testing.assert_allclose(chosen, np.take_along_axis(full, node[..., None], -1)[..., 0], rtol=1e-13)
+    # by hand for env 0, CV 1: the RSU at (0, 10 m) and SV 2 (vehicle index 3 + 1)
+    d_rsu = np.hypot(pos[0, 1, 0], pos[0, 1, 1] - 10.0)
+    assert full[0, 1, 0] == pytest.approx(rate_bps(10e6, 23, -114, v2i_gain_db(d_rsu), fading[0, 1, 0]))
+    d_sv = np.hypot(*(pos[0, 1] - pos[0, 3 + 1]))
+    assert full[0, 1, 2] == pytest.approx(rate_bps(10e6, 23, -114, v2v_gain_db(d_sv), fading[0, 1, 2]))
