@@ -10,8 +10,8 @@ compute is always split by the same KKT allocation (eqs 43-52).
 | ``random`` | uniform over each CV's valid actions |
 | ``greedy`` | the paper's greedy: cut where the transmitted tensor is smallest, offload to the reachable node with the shortest queue (edge_runtime.decision.greedy_choice) |
 | ``neurosurgeon`` | each CV alone picks the (cut, node) of least estimated latency from this slot's rates, queues and device speeds, ignoring the other CVs (no waiting term, no allocation: it counts on the RSU's fair share F / K for its type) |
-| ``ga`` | genetic algorithm per slot (after Sun et al., TVT 2018, as the paper uses it): chromosome = every CV's action (phi, xi), fitness = P2(t) of the slot; random valid initial population of ``population``, binary tournament selection, uniform crossover with probability ``crossover``, per-gene mutation to a random valid action with probability ``mutation`` (default 1/N), ``elites`` best kept, ``generations`` rounds; returns the best chromosome seen |
-| ``oracle`` | exhaustive search of the slot's joint action space: the minimum of P2(t) over every valid joint action (fully local counted once per CV, a CV without a task has one choice); refuses scenarios whose worst-case space exceeds ``max_joint`` |
+| ``ga`` | genetic algorithm per slot (defaults: population 50, 50 generations, crossover 0.9, elites 2) (after Sun et al., TVT 2018, as the paper uses it): chromosome = every CV's action (phi, xi), fitness = P2(t) of the slot; random valid initial population of ``population``, binary tournament selection, uniform crossover with probability ``crossover``, per-gene mutation to a random valid action with probability ``mutation`` (default 1/N), ``elites`` best kept, ``generations`` rounds; returns the best chromosome seen |
+| ``oracle`` | exhaustive search of the slot's joint action space: the minimum of P2(t) over every valid joint action (fully local counted once per CV, a CV without a task has one choice); refuses scenarios whose worst-case space prod_i (L_k J + 1) exceeds ``max_joint`` (default 1e6: 3 CVs with up to 5 SVs) |
 
 The oracle minimises exactly what P2-driven methods minimise each slot, so on the same slot no
 method can score a lower P2(t) (tested). It is myopic like them: it is not the optimum of the
@@ -181,7 +181,7 @@ class Genetic:
 class Oracle:
     name = "oracle"
 
-    def __init__(self, max_joint: int = 200_000, chunk: int = 16_384) -> None:
+    def __init__(self, max_joint: int = 1_000_000, chunk: int = 16_384) -> None:
         self.max_joint = max_joint
         self.chunk = chunk
 

@@ -3,49 +3,7 @@
 ``VecEnv(scenario, n_envs, seed)`` is what training (MAD2RL, P-QMIX) and evaluation use; the
 PettingZoo form (policy/pz_env.py) wraps a one-environment VecEnv. All state is numpy arrays
 shaped (n_envs, n_vehicles, ...); a step is a handful of array expressions plus the RSU's KKT
-allocation (policy/slot.py has the equations).
-
-Agents are the N client vehicles (CVs); nodes are J = 1 + S: node 0 the RSU, nodes 1..S the
-service vehicles (SVs). CV i runs DNN ``agent_model[i]`` (round-robin over the scenario's models).
-
-Observation of CV i, float32 (E, N, 2J + 1), raw units (the policy normalises) (eq 53):
-
-| index | quantity | unit |
-|---|---|---|
-| 0 | own local queue Q_loc_i | FLOPs |
-| 1 | RSU queue of the CV's DNN type, Q_k | FLOPs |
-| 2 .. J | queue of SV 1 .. S | FLOPs |
-| J + 1 | own position along the road (RSU at 0, traffic towards +x, in [-R, R)) | m |
-| J + 2 .. 2J | position of SV 1 .. S along the road | m |
-
-State (eq 54): float32 (E, N * (2J + 1)), the concatenation of the CVs' observations in CV order.
-
-Action of CV i (eq 55): an integer a in [0, n_actions[i]), n_actions[i] = (L_k + 1) * J; cut =
-a // J (segments [0, cut) run on the CV; the paper's phi = cut + 1), node = a % J. The fully local
-cut (cut = L_k) ignores the node, so all its J encodings are valid and equivalent. Masks are
-bool (E, N, max_actions), padded with False beyond n_actions[i]; offloading to an SV farther
-than the V2V radius is masked (eq 25). The RSU is always reachable (vehicles stay in coverage).
-A masked action raises ValueError, or with ``invalid_action="local"`` runs fully local and is
-counted in ``info["invalid_actions"]``.
-
-Reward (eq 57): the common reward r(t) = -P2(t) (eq 33) per environment, float64 (E,).
-
-Episode: T = scenario.slots slots. ``step`` returns done = True (for every environment at once:
-they run in lockstep) after slot T; the observation returned with it is the state after the last
-slot. The caller then calls ``reset()``; calling ``step`` on a finished episode raises
-RuntimeError (no auto-reset). ``reset(seed)`` reseeds; ``reset()`` continues each environment's
-random stream.
-
-Randomness: environment e draws from its own np.random.Generator, spawned from
-SeedSequence(seed) as child e, so environment e's episodes are the same whatever n_envs is.
-Everything random is drawn at reset for the whole episode and never depends on the actions
-(device speeds per vehicle, Rayleigh fading per link and slot, task arrivals, mobility), so two
-methods run on the same seed face exactly the same episodes.
-
-``info`` (numpy arrays): "completion_s", "local_s", "tx_s", "rsu_s", "sv_s" (E, N) the per-task
-delay of eq 17 and its parts (0 for a CV without a task); "tasks" (E, N); "q_loc_flops" (E, N),
-"q_rsu_flops" (E, K), "q_sv_flops" (E, S) after the slot; "lyapunov" (E,) L(Q(t+1)) in GFLOP^2;
-"drift", "penalty", "p2" (E,); "rsu_alloc_flops_per_s" (E, K); "invalid_actions" (E,).
+allocation (policy/slot.py has the equations). The `VecEnv` docstring is the specification.
 """
 
 from __future__ import annotations
@@ -108,7 +66,54 @@ class SlotView:
 
 
 class VecEnv:
-    """E parallel environments of one scenario (the class docstring of the module is the spec)."""
+    """E parallel environments of one scenario, stepped in lockstep.
+
+    Attributes: ``n_envs`` (E), ``n_agents`` (N CVs), ``n_svs`` (S), ``n_nodes`` (J = 1 + S),
+    ``n_types`` (K), ``obs_dim`` (2J + 1), ``state_dim`` (N (2J + 1)), ``n_actions`` (N,) int,
+    ``max_actions``, ``agent_model`` (DNN per CV), ``scenario``, ``workloads``, ``tables``.
+
+    Agents are the N client vehicles (CVs); nodes are J = 1 + S: node 0 the RSU, nodes 1..S the
+    service vehicles (SVs). CV i runs DNN ``agent_model[i]`` (round-robin over the scenario's models).
+
+    Observation of CV i, float32 (E, N, 2J + 1), raw units (the policy normalises) (eq 53):
+
+    | index | quantity | unit |
+    |---|---|---|
+    | 0 | own local queue Q_loc_i | FLOPs |
+    | 1 | RSU queue of the CV's DNN type, Q_k | FLOPs |
+    | 2 .. J | queue of SV 1 .. S | FLOPs |
+    | J + 1 | own position along the road (RSU at 0, traffic towards +x, in [-R, R)) | m |
+    | J + 2 .. 2J | position of SV 1 .. S along the road | m |
+
+    State (eq 54): float32 (E, N * (2J + 1)), the concatenation of the CVs' observations in CV order.
+
+    Action of CV i (eq 55): an integer a in [0, n_actions[i]), n_actions[i] = (L_k + 1) * J; cut =
+    a // J (segments [0, cut) run on the CV; the paper's phi = cut + 1), node = a % J. The fully local
+    cut (cut = L_k) ignores the node, so all its J encodings are valid and equivalent. Masks are
+    bool (E, N, max_actions), padded with False beyond n_actions[i]; offloading to an SV farther
+    than the V2V radius is masked (eq 25). The RSU is always reachable (vehicles stay in coverage).
+    A masked action raises ValueError, or with ``invalid_action="local"`` runs fully local and is
+    counted in ``info["invalid_actions"]``.
+
+    Reward (eq 57): the common reward r(t) = -P2(t) (eq 33) per environment, float64 (E,).
+
+    Episode: T = scenario.slots slots. ``step`` returns done = True (for every environment at once:
+    they run in lockstep) after slot T; the observation returned with it is the state after the last
+    slot. The caller then calls ``reset()``; calling ``step`` on a finished episode raises
+    RuntimeError (no auto-reset). ``reset(seed)`` reseeds; ``reset()`` continues each environment's
+    random stream.
+
+    Randomness: environment e draws from its own np.random.Generator, spawned from
+    SeedSequence(seed) as child e, so environment e's episodes are the same whatever n_envs is.
+    Everything random is drawn at reset for the whole episode and never depends on the actions
+    (device speeds per vehicle, Rayleigh fading per link and slot, task arrivals, mobility), so two
+    methods run on the same seed face exactly the same episodes.
+
+    ``info`` (numpy arrays): "completion_s", "local_s", "tx_s", "rsu_s", "sv_s" (E, N) the per-task
+    delay of eq 17 and its parts (0 for a CV without a task); "tasks" (E, N); "q_loc_flops" (E, N),
+    "q_rsu_flops" (E, K), "q_sv_flops" (E, S) after the slot; "lyapunov" (E,) L(Q(t+1)) in GFLOP^2;
+    "drift", "penalty", "p2" (E,); "rsu_alloc_flops_per_s" (E, K); "invalid_actions" (E,).
+    """
 
     def __init__(
         self,
