@@ -145,7 +145,8 @@ class Links:
         sc = self.scenario
         assert sc is not None and self.positions_m is not None and self.fading is not None
         to_rsu = node == 0
-        target = self.positions_m[e_idx, n_cvs + np.maximum(node - 1, 0)]  # (E, N, 2) the chosen SV
+        last = self.positions_m.shape[-2] - 1  # (clipped: with no SV at all, every node is the RSU)
+        target = self.positions_m[e_idx, np.minimum(n_cvs + np.maximum(node - 1, 0), last)]  # (E, N, 2) the chosen SV
         tx = np.where(to_rsu, 0.0, target[..., 0])
         ty = np.where(to_rsu, sc.rsu_offset_m, target[..., 1])
         cv = self.positions_m[:, :n_cvs]

@@ -31,10 +31,14 @@ def run(name: str, scenario: config.Scenario, n_envs: int = 2, seed: int = 0, **
     return actions, infos
 
 
+NO_SV = config.paper(n_cvs=2, n_svs=0, slots=3)  # J = 1: the RSU alone
+
+
+@pytest.mark.parametrize("scenario", [TINY, NO_SV], ids=["2cv-2sv", "2cv-0sv"])
 @pytest.mark.parametrize("name", list(METHODS))
-def test_every_baseline_plays_valid_deterministic_episodes(name):
-    first, infos = run(name, TINY)
-    again, _ = run(name, TINY)
+def test_every_baseline_plays_valid_deterministic_episodes(name, scenario):
+    first, infos = run(name, scenario)
+    again, _ = run(name, scenario)
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
     assert all(np.all(np.isfinite(i["completion_s"])) for i in infos)
