@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 EXPORTS := exports
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench arm-check clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/splitrt bench --out bench/results.json
+
+# On demand, as root, not part of `test`: the device side in an emulated arm64 Raspberry Pi
+# (first run builds a cached rootfs, ~10 min; see tools/arm_check.py and the README).
+arm-check: $(STAMP)
+	PYTHON=$(BIN)/python tools/arm_check.sh
 
 clean:
 	rm -rf $(EXPORTS) bench runs .pytest_cache

@@ -23,8 +23,11 @@ s = eta* - max_k(Q_k*tau) in log space, using the exact gaps g_k = max(Q*tau) - 
 
 The bracket is analytic: the type attaining the max has g = 0, so h(Gamma_max_type / F^2) >= 0, and
 sqrt(Gamma_k/(s+g_k)) <= sqrt(Gamma_k/s) gives h((sum_k sqrt(Gamma_k) / F)^2) <= 0.
-Sixty-four halvings of the log-bracket reach double precision; the result is rescaled so that
-sum_k f_k = F exactly.
+The root is found by Newton's method on log(sum_k sqrt(Gamma_k / (s + g_k))) - log F in y = log s
+(exactly linear when every active type has g = 0, nearly so otherwise: a few steps), safeguarded
+by the bracket, which shrinks like a bisection's every iteration and takes any step that would
+leave it; at most 64 iterations, i.e. never worse than 64 halvings of the log-bracket (double
+precision). The result is rescaled so that sum_k f_k = F exactly.
 
 Edge cases (tested):
 - a type with Gamma_k = 0 (no queue, no task this slot) gets f_k = ``floor_flops`` (default 0:
@@ -38,7 +41,8 @@ from __future__ import annotations
 
 import numpy as np
 
-_ITERATIONS = 64
+_ITERATIONS = 64  # the bracket halves at least every iteration: 64 reach double precision
+_TOLERANCE = 1e-14  # on y = log s: s (and so f) to ~1e-14 relative; tighter chases rounding noise
 
 #: Queues, workloads and CPU speeds enter P3 and the Lyapunov terms in units of 1 GFLOP (GFLOP/s).
 QUEUE_UNIT_FLOPS = 1e9
@@ -102,18 +106,30 @@ def kkt_allocation(
     hi = 2.0 * (np.log(np.maximum(np.sum(np.sqrt(safe_gamma), axis=-1, keepdims=True), tiny)) - np.log(b))
     lo = np.minimum(lo, hi)
 
-    def total(log_s: np.ndarray) -> np.ndarray:
-        s = np.exp(log_s)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            terms = np.where(active, np.sqrt(safe_gamma / (s + gaps)), 0.0)
-        return terms.sum(axis=-1, keepdims=True)
-
-    for _ in range(_ITERATIONS):
-        mid = 0.5 * (lo + hi)
-        too_much = total(mid) > b  # h(mid) > 0: root lies above mid
-        lo = np.where(too_much, mid, lo)
-        hi = np.where(too_much, hi, mid)
-    s = np.exp(0.5 * (lo + hi))
+    log_b = np.log(b)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # Safeguarded Newton on psi(y) = log(sum_k sqrt(Gamma_k / (e^y + g_k))) - log(b), y = log s:
+        # psi is exactly linear in y when every active type sits at the top (g_k = 0) and close to
+        # linear otherwise, so Newton needs a handful of steps; any step leaving the bracket
+        # [lo, hi] (which shrinks every iteration, as in a bisection) is replaced by its midpoint.
+        y = 0.5 * (lo + hi)
+        for _ in range(_ITERATIONS):
+            s = np.exp(y)
+            denom = s + gaps  # inf for idle types: their terms are 0 / inf = 0
+            terms = np.sqrt(safe_gamma / denom)
+            total = terms.sum(axis=-1, keepdims=True)
+            too_much = total > b  # psi(y) > 0: root lies above y
+            lo = np.where(too_much, y, lo)
+            hi = np.where(too_much, hi, y)
+            slope = -0.5 * np.sum(terms * (s / denom), axis=-1, keepdims=True) / total  # psi'(y) < 0
+            y_new = y - (np.log(total) - log_b) / slope
+            y_new = np.where((y_new >= lo) & (y_new <= hi), y_new, 0.5 * (lo + hi))
+            scale = _TOLERANCE * np.maximum(1.0, np.abs(y))
+            converged = (np.abs(y_new - y) <= scale) | (hi - lo <= scale)
+            y = y_new
+            if converged.all():
+                break
+    s = np.exp(y)
     with np.errstate(divide="ignore", invalid="ignore"):
         f = np.where(active, np.sqrt(safe_gamma / (s + gaps)), 0.0)
     f_sum = f.sum(axis=-1, keepdims=True)

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 BENCHMARKS: dict[str, str] = {
     "export": "tools.benchmarks.segments:export_time",
     "split_overhead": "tools.benchmarks.segments:split_overhead",
+    "simulator": "tools.benchmarks.simulator:simulator",
+    "ga": "tools.benchmarks.simulator:ga",
+    "oracle": "tools.benchmarks.simulator:oracle",
 }
 
 #: The paper's DNN types plus MobileNetV2, the models the segment benchmarks cover.

@@ -20,6 +20,7 @@ VERBS = {
     "export": "export",
     "profile": "profile",
     "bench": "bench",
+    "evaluate": "evaluate",
 }
 
 

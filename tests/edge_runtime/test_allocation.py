@@ -116,3 +116,40 @@ def test_allocate_rsu_solves_in_gflop_units():
     g = rsu_gamma(q / 1e9, w / 1e9, n, 10.0)
     np.testing.assert_allclose(f, kkt_allocation(g, q / 1e9, F / 1e9, TAU) * 1e9, rtol=1e-12)
     assert f.sum() == pytest.approx(F)
+
+
+def _bisection_reference(gamma: np.ndarray, q: np.ndarray, f_total: float, tau: float) -> np.ndarray:
+    """The plain algorithm of the module docstring: 200 halvings of the log-bracket of s, one instance."""
+    act = gamma > 0
+    qt = q * tau
+    gaps = qt[act].max() - qt[act]
+    g = gamma[act]
+    lo = np.log(g[gaps == 0].max()) - 2 * np.log(f_total)
+    hi = 2 * (np.log(np.sqrt(g).sum()) - np.log(f_total))
+    lo = min(lo, hi)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if np.sqrt(g / (np.exp(mid) + gaps)).sum() > f_total:
+            lo = mid
+        else:
+            hi = mid
+    f = np.zeros_like(gamma)
+    f[act] = np.sqrt(g / (np.exp(0.5 * (lo + hi)) + gaps))
+    return f * (f_total / f.sum())
+
+
+def test_newton_solver_matches_a_plain_bisection():
+    """The safeguarded Newton iteration reaches the same root as bisection, across scales."""
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        k = int(rng.integers(1, 6))
+        q = rng.uniform(0, 1, k) * 10 ** rng.uniform(-3, 4, k) * rng.integers(0, 2, k)
+        if trial % 3 == 0:
+            q = q * 1e3 + 1e3  # large, nearly equal queues: the root hugs max(Q tau)
+        n = rng.integers(0, 4, k)
+        w = np.where(n > 0, rng.uniform(0.01, 100, k), 0.0)
+        gamma = rsu_gamma(q, w, n, v=float(rng.choice([0.1, 10.0, 150.0])))
+        if not np.any(gamma > 0):
+            continue
+        ours = kkt_allocation(gamma, q, 30.0, TAU)
+        np.testing.assert_allclose(ours, _bisection_reference(gamma, q, 30.0, TAU), rtol=1e-9, atol=1e-12)

@@ -1,0 +1,130 @@
+"""DNN workloads of the simulator, read from the same manifests (and cut indices) the runtime uses.
+
+The simulator needs no ONNX file and no torch: it reads only a manifest's cut table (eq 3 bytes,
+eq 6 FLOPs before / after every cut). The paper's three models are shipped under
+policy/data/manifests/ (exported with seed 0 by ``splitrt export --model alexnet,resnet18,vgg16``;
+a test checks that a fresh export has the same cut table).
+
+A `Workload` gives, for every cut c (manifest indexing: segments [0, c) run on the CV):
+
+| array | meaning | unit |
+|---|---|---|
+| ``cut_bytes[c]`` | D of eq (3), what crosses the link (0 at the fully local cut) | bytes |
+| ``local_flops[c]`` | work run on the CV, sum_{l < phi} B_l (eqs 7-8) | FLOPs of the CV |
+| ``rsu_flops[c]`` | work run at the RSU, sum_{l >= phi} B_l (eqs 9-11) | FLOPs of the RSU |
+| ``sv_flops[c]`` | work run at an SV (eqs 13-15) | FLOPs of an SV |
+
+From a manifest alone the three FLOP arrays are eq (6)'s counts. From measured profiles
+(`splitrt profile`) each segment's work is its measured median time x the profiled device's
+reference speed f_ref = (sum of the models' FLOPs) / (sum of their segment medians): a device
+running at f_ref reproduces the measured per-cut times exactly, and the queues stay in
+(effective) FLOPs as eqs 8-16 want. Local and SV work come from the vehicle's profiles, RSU work
+from the RSU's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.errors import SplitrtError
+from edge_runtime.manifest import MANIFEST_FILE, Manifest
+from edge_runtime.profile import Profile
+from policy.config import DATA_DIR, Scenario
+
+SHIPPED_MANIFESTS = DATA_DIR / "manifests"
+
+
+def _find(directory: Path, model: str, inner: str, what: str) -> Path:
+    for path in (directory / f"{model}.json", directory / model / inner):
+        if path.is_file():
+            return path
+    raise SplitrtError(f"no {what} for {model!r} in {directory} (looked for {model}.json and {model}/{inner})")
+
+
+def load_manifest(model: str, manifest_dir: str | Path = "") -> Manifest:
+    """The manifest of ``model`` from ``manifest_dir`` ('' = the shipped ones)."""
+    directory = Path(manifest_dir) if manifest_dir else SHIPPED_MANIFESTS
+    return Manifest.load(_find(directory, model, MANIFEST_FILE, "manifest"))
+
+
+def load_profile(model: str, profile_dir: str | Path, manifest: Manifest) -> Profile:
+    """The profile of ``model`` in ``profile_dir``; refused if measured for another export."""
+    return Profile.load(_find(Path(profile_dir), model, "profile.json", "profile"), manifest)
+
+
+def reference_speed_flops_per_s(profile_dir: str | Path, models: Sequence[str], manifest_dir: str | Path = "") -> float:
+    """f_ref of a profiled device: total FLOPs of ``models`` over the sum of their segment medians."""
+    flops = 0.0
+    seconds = 0.0
+    for model in dict.fromkeys(models):
+        manifest = load_manifest(model, manifest_dir)
+        flops += manifest.total_flops
+        seconds += float(load_profile(model, profile_dir, manifest).segment_median_s.sum())
+    if seconds <= 0:
+        raise SplitrtError(f"profiles in {profile_dir} have no positive segment times")
+    return flops / seconds
+
+
+@dataclass(frozen=True, eq=False)
+class Workload:
+    """One DNN type's per-cut table (see the module docstring); arrays of length n_cuts = L_k + 1."""
+
+    model: str
+    cut_bytes: np.ndarray
+    local_flops: np.ndarray
+    rsu_flops: np.ndarray
+    sv_flops: np.ndarray
+    source: str
+
+    @property
+    def n_cuts(self) -> int:
+        return len(self.cut_bytes)
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> Workload:
+        before = manifest.flops_before().astype(np.float64)
+        after = manifest.flops_after().astype(np.float64)
+        return cls(manifest.model, manifest.cut_bytes().astype(np.float64), before, after, after.copy(), "eq6")
+
+    @classmethod
+    def from_profiles(
+        cls,
+        manifest: Manifest,
+        vehicle: Profile,
+        vehicle_ref_flops_per_s: float,
+        rsu: Profile,
+        rsu_ref_flops_per_s: float,
+    ) -> Workload:
+        for prof in (vehicle, rsu):
+            prof.check_manifest(manifest)
+        return cls(
+            manifest.model,
+            manifest.cut_bytes().astype(np.float64),
+            vehicle.head_s * vehicle_ref_flops_per_s,
+            rsu.tail_s * rsu_ref_flops_per_s,
+            vehicle.tail_s * vehicle_ref_flops_per_s,
+            f"profiles:{vehicle.path}|{rsu.path}",
+        )
+
+
+def load_workloads(scenario: Scenario) -> dict[str, Workload]:
+    """One `Workload` per DNN type of ``scenario`` (eq 6 FLOPs, or measured when profiles are set)."""
+    manifests = {m: load_manifest(m, scenario.manifest_dir) for m in scenario.types}
+    if not scenario.vehicle_profile_dir:
+        return {m: Workload.from_manifest(man) for m, man in manifests.items()}
+    f_veh = reference_speed_flops_per_s(scenario.vehicle_profile_dir, scenario.types, scenario.manifest_dir)
+    f_rsu = reference_speed_flops_per_s(scenario.rsu_profile_dir, scenario.types, scenario.manifest_dir)
+    return {
+        m: Workload.from_profiles(
+            man,
+            load_profile(m, scenario.vehicle_profile_dir, man),
+            f_veh,
+            load_profile(m, scenario.rsu_profile_dir, man),
+            f_rsu,
+        )
+        for m, man in manifests.items()
+    }

@@ -1,0 +1,70 @@
+"""`splitrt evaluate` and the simulator benchmarks, run as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+
+from tests.tools.test_cli import assert_one_line_error, splitrt
+
+
+def test_evaluate_writes_summary_csv_and_plots(tmp_path):
+    out = tmp_path / "ev"
+    r = splitrt(
+        "evaluate",
+        "--methods",
+        "local,greedy,ga,neurosurgeon,random,offload",
+        "--cvs",
+        "2,3",
+        "--svs",
+        "2",
+        "--v",
+        "10,50",
+        "--seeds",
+        "2",
+        "--set",
+        "slots=4",
+        "--method-opt",
+        "ga.generations=3",
+        "--out",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary) == 6 * 2 * 2
+    assert {(s["cvs"], s["v"]) for s in summary} == {(2, 10.0), (2, 50.0), (3, 10.0), (3, 50.0)}
+    assert all(s["seeds"] == 2 and s["mean_completion_s"] > 0 for s in summary)
+    config = json.loads((out / "config.json").read_text())
+    assert config["scenario"]["slots"] == 4 and config["method_options"] == {"ga": {"generations": "3"}}
+    assert (out / "slots.csv").read_text().count("\n") == 1 + 6 * 4 * 2 * 4
+    for name in ("completion_vs_cvs", "completion_vs_svs", "completion_vs_v", "backlog_over_slots"):
+        assert (out / f"{name}.png").is_file()
+    assert "completion s" in r.stdout and "neurosurgeon" in r.stdout  # the printed table
+
+
+def test_evaluate_bad_flags_give_one_line_errors(tmp_path):
+    out = str(tmp_path / "x")
+    assert_one_line_error(splitrt("evaluate", "--methods", "local,magic", "--out", out), "unknown magic")
+    assert_one_line_error(splitrt("evaluate", "--set", "speed=3", "--out", out), "'speed' is not a scenario setting")
+    assert_one_line_error(splitrt("evaluate", "--set", "slot_s=-1", "--out", out), "slot_s = -1.0 must be > 0")
+    assert_one_line_error(splitrt("evaluate", "--preset", "nope", "--out", out), "unknown scenario preset 'nope'")
+    assert_one_line_error(
+        splitrt("evaluate", "--methods", "local", "--method-opt", "ga.population=3", "--out", out), "not in --methods"
+    )
+    r = splitrt("evaluate", "--preset", "calibrated", "--show-scenario")
+    assert r.returncode == 0 and "vehicle_profile_dir" in r.stdout
+
+
+def test_simulator_benchmarks_quick(tmp_path):
+    out = tmp_path / "bench.json"
+    r = splitrt("bench", "--only", "simulator,ga,oracle", "--quick", "--out", str(out), "--work", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    records = json.loads(out.read_text())
+    figures = {(x["benchmark"], x["figure"]) for x in records}
+    assert figures == {
+        ("simulator", "vehicle_slots_per_s"),
+        ("simulator", "vehicle_slots_per_cpu_s"),
+        ("ga", "s_per_slot"),
+        ("oracle", "s_per_slot"),
+    }
+    assert all(x["value"] > 0 for x in records)
+    assert all({"cvs", "svs"} <= set(x["params"]) for x in records)
