@@ -68,6 +68,8 @@ class OnDevicePolicy:
         self.n_cuts = {t["model"]: int(t["n_cuts"]) for t in self.meta["types"]}
         self.digests = {t["model"]: t.get("manifest_sha256") for t in self.meta["types"]}
         self.session = open_session(onnx_path, threads=threads)
+        # An MLP (P-QMIX) actor has no noise input: the exporter drops unused inputs.
+        self.input_names = {i.name for i in self.session.get_inputs()}
         self.rng = np.random.default_rng(seed)
 
     # ---- checks -------------------------------------------------------------------------
@@ -98,23 +100,31 @@ class OnDevicePolicy:
             out[b, : own.size] = own
         return out
 
+    def type_onehot(self, models: list[str]) -> np.ndarray:
+        for m in models:
+            self.check_model(m)
+        onehot = np.zeros((len(models), len(self.types)), dtype=np.float32)
+        onehot[np.arange(len(models)), [self.types.index(m) for m in models]] = 1.0
+        return onehot
+
+    def run(self, obs: np.ndarray, type_onehot: np.ndarray, mask: np.ndarray,
+            noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The raw graph: (q (B, A), action (B,)) from prepared inputs (noise drawn if None)."""
+        b = obs.shape[0]
+        if noise is None and "noise" in self.input_names:
+            noise = self.rng.standard_normal((b, max(self.steps, 1), self.max_actions)).astype(np.float32)
+        feeds = {"obs": np.asarray(obs, np.float32), "type_onehot": np.asarray(type_onehot, np.float32),
+                 "mask": np.asarray(mask, bool), "noise": noise}
+        q, action = self.session.run(["q", "action"], {k: v for k, v in feeds.items() if k in self.input_names})
+        return q, action
+
     def q_values(self, obs: np.ndarray, models: list[str], node_ok: np.ndarray,
                  noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(q (B, A), action (B,)) for a batch of observations."""
         obs = np.asarray(obs, dtype=np.float32).reshape(len(models), -1)
         if obs.shape[1] != obs_layout.obs_size(self.n_nodes):
             raise SplitrtError(f"observation has {obs.shape[1]} values, policy expects {obs_layout.obs_size(self.n_nodes)}")
-        for m in models:
-            self.check_model(m)
-        onehot = np.zeros((len(models), len(self.types)), dtype=np.float32)
-        onehot[np.arange(len(models)), [self.types.index(m) for m in models]] = 1.0
-        if noise is None:
-            noise = self.rng.standard_normal((len(models), max(self.steps, 1), self.max_actions)).astype(np.float32)
-        q, action = self.session.run(
-            ["q", "action"],
-            {"obs": obs, "type_onehot": onehot, "mask": self.masks(models, node_ok), "noise": noise},
-        )
-        return q, action
+        return self.run(obs, self.type_onehot(models), self.masks(models, node_ok), noise)
 
     def decide(self, ctx: DecisionContext) -> tuple[int, int]:
         self.check_nodes(ctx.n_nodes)

@@ -76,10 +76,7 @@ def export_actor(actor: nn.Module, out_dir: str | Path, meta: dict[str, Any]) ->
         "max_actions": int(actor.n_actions),
         "onnx": POLICY_ONNX,
         "onnx_sha256": sha256_file(out / POLICY_ONNX),
-        "normaliser": {
-            "mean": actor.normaliser.mean.tolist(),
-            "std": actor.normaliser.std.tolist(),
-        },
+        "normaliser": {k: getattr(actor.normaliser, k).tolist() for k in ("scale", "log_mask", "mean", "std")},
     }
     (out / POLICY_META).write_text(json.dumps(full, indent=1, sort_keys=True) + "\n")
     return out

@@ -32,20 +32,36 @@ def vp_beta_schedule(steps: int, b_min: float = 0.1, b_max: float = 10.0) -> np.
 
 
 class Normaliser(nn.Module):
-    """Fixed affine observation normaliser, stored as buffers inside the policy artifact so a
-    deployed policy can never be paired with the wrong statistics."""
+    """Observation normaliser stored as buffers inside the policy artifact, so a deployed policy
+    can never be paired with the wrong statistics.
+
+    y = log1p(max(x, 0) / scale) for queue features (FLOPs; ``log_mask`` = 1) and x / scale for
+    the others, then (y - mean) / std with mean/std measured on warm-up episodes. The log keeps a
+    queue that grows far beyond anything seen in the warm-up from blowing up the networks' inputs.
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
+        self.register_buffer("scale", torch.ones(dim))
+        self.register_buffer("log_mask", torch.zeros(dim))
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
 
-    def set(self, mean: np.ndarray, std: np.ndarray) -> None:
-        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.std.copy_(torch.as_tensor(np.maximum(std, 1e-6), dtype=torch.float32))
+    def transform(self, obs: torch.Tensor) -> torch.Tensor:
+        scaled = obs / self.scale
+        return self.log_mask * torch.log1p(torch.relu(scaled)) + (1.0 - self.log_mask) * scaled
+
+    def fit(self, samples: np.ndarray, scale: np.ndarray, log_mask: np.ndarray) -> None:
+        """Set scale/log_mask, then mean/std of the transformed ``samples`` (rows x dim)."""
+        self.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+        self.log_mask.copy_(torch.as_tensor(log_mask, dtype=torch.float32))
+        with torch.no_grad():
+            y = self.transform(torch.as_tensor(samples, dtype=torch.float32, device=self.scale.device))
+        self.mean.copy_(y.mean(0))
+        self.std.copy_(y.std(0).clamp_min(1e-3))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs - self.mean) / self.std
+        return (self.transform(obs) - self.mean) / self.std
 
 
 class SinusoidalEmbedding(nn.Module):
@@ -77,8 +93,13 @@ class DiffusionActor(nn.Module):
 
     eps_theta(x_m, m, s) is an MLP with 3 hidden layers x 256 (Mish) over [x_m, emb(m), s], where s
     is the normalised observation plus the type one-hot (eqs 36-40). Each reverse step predicts x0
-    from the noise estimate, clips it to [-1, 1] (as in the D2SAC code) and moves to the posterior
-    mean of q(x_{m-1} | x_m, x0), adding posterior noise except at the last step (eq 41).
+    from the noise estimate, bounds it to (-1, 1) and moves to the posterior mean of
+    q(x_{m-1} | x_m, x0), adding posterior noise except at the last step (eq 41).
+
+    The bound is tanh, not the hard clip of the D2SAC code: with a clip, saturated entries of x0
+    are exactly 1.0, tie, get no gradient, and argmax returns the first of them (cut 0 at the
+    RSU): every run we trained that way collapsed to full offload. tanh keeps entries distinct
+    and differentiable (exactly equal to 1.0 in float32 only beyond |x| ~ 9).
     """
 
     def __init__(self, obs_dim: int, n_types: int, n_actions: int, steps: int = 7, hidden: int = 256,
@@ -112,7 +133,7 @@ class DiffusionActor(nn.Module):
         i = m - 1
         step = torch.full((x.shape[0],), float(m), device=x.device)
         eps = self.eps(torch.cat([x, self.embed(step), cond], dim=-1))
-        x0 = (self.sqrt_recip_abar[i] * x - self.sqrt_recipm1_abar[i] * eps).clamp(-1.0, 1.0)
+        x0 = torch.tanh(self.sqrt_recip_abar[i] * x - self.sqrt_recipm1_abar[i] * eps)
         mean = self.post_coef1[i] * x0 + self.post_coef2[i] * x
         if m > 1 and z is not None:
             return mean + self.post_std[i] * z
@@ -130,13 +151,14 @@ class DiffusionActor(nn.Module):
         for k, m in enumerate(range(self.steps, 0, -1)):
             z = noise[:, k + 1] if m > 1 else None
             x = self.reverse_step(x, m, cond, z)
-        x0 = x.clamp(-1.0, 1.0)
+        x0 = torch.tanh(x)
         logits = x0.masked_fill(~mask, float("-inf"))
         q = torch.softmax(logits, dim=-1)
         return q.masked_fill(~mask, MASKED_Q)
 
     def sample_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(batch, self.steps, self.n_actions, generator=generator)
+        device = generator.device if generator is not None else self.betas.device
+        return torch.randn(batch, self.steps, self.n_actions, generator=generator, device=device)
 
 
 class MLPAgent(nn.Module):
@@ -154,7 +176,7 @@ class MLPAgent(nn.Module):
         return q.masked_fill(~mask, MASKED_Q)
 
     def sample_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.zeros(batch, 1, self.n_actions)
+        return torch.zeros(batch, 1, self.n_actions, device=self.normaliser.mean.device)
 
 
 class QMixer(nn.Module):

@@ -64,7 +64,7 @@ class TrainConfig:
     """episodes of T slots"""
     seed: int = 0
     """seed of everything (torch, numpy, environments)"""
-    n_envs: int = 8
+    n_envs: int = 16
     """environments stepped in parallel"""
     lr: float = 5e-4
     """Adam learning rate (paper)"""
@@ -90,6 +90,8 @@ class TrainConfig:
     """iterations between checkpoints"""
     threads: int = 2
     """torch CPU threads"""
+    device: str = "cpu"
+    """torch device for the networks (cpu, or cuda where available; results differ in the last bits)"""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -118,12 +120,16 @@ class TrainConfig:
         return {f.name: out.get(f.name, "") for f in fields(cls)}
 
 
+def make_scenario(cfg: TrainConfig):
+    from policy.config import preset
+
+    return preset(cfg.preset, n_cvs=cfg.cvs, n_svs=cfg.svs, v=cfg.v)
+
+
 def make_env(cfg: TrainConfig, n_envs: int, seed: int):
-    from policy.config import preset_scenario
     from policy.env import VecEnv
 
-    scenario = preset_scenario(cfg.preset, cvs=cfg.cvs, svs=cfg.svs, v=cfg.v)
-    return VecEnv(scenario, n_envs=n_envs, seed=seed)
+    return VecEnv(make_scenario(cfg), n_envs=n_envs, seed=seed)
 
 
 def build_agent(cfg: TrainConfig, obs_dim: int, n_types: int, n_actions: int) -> torch.nn.Module:
@@ -155,10 +161,10 @@ class Replay:
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
-    def sample(self, batch: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def sample(self, batch: int, rng: np.random.Generator, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         idx = rng.integers(0, self.size, batch)
         names = ("obs", "state", "mask", "action", "reward", "next_obs", "next_state", "next_mask")
-        return {n: torch.as_tensor(getattr(self, n)[idx]) for n in names}
+        return {n: torch.as_tensor(getattr(self, n)[idx], device=device) for n in names}
 
     def state_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items()}
@@ -173,17 +179,18 @@ class Learner:
     def __init__(self, cfg: TrainConfig, env) -> None:
         self.cfg = cfg
         self.n_agents = env.n_agents
-        self.types = sorted(set(env.agent_model))
+        self.types = list(env.scenario.types)
         onehot = np.zeros((env.n_agents, len(self.types)), np.float32)
         onehot[np.arange(env.n_agents), [self.types.index(m) for m in env.agent_model]] = 1.0
-        self.type_onehot = torch.as_tensor(onehot)
-        self.actor = build_agent(cfg, env.obs_dim, len(self.types), env.max_actions)
-        self.mixer = QMixer(env.n_agents, env.state_dim)
+        self.device = torch.device(cfg.device)
+        self.type_onehot = torch.as_tensor(onehot, device=self.device)
+        self.actor = build_agent(cfg, env.obs_dim, len(self.types), env.max_actions).to(self.device)
+        self.mixer = QMixer(env.n_agents, env.state_dim).to(self.device)
         self.target_actor = copy.deepcopy(self.actor)
         self.target_mixer = copy.deepcopy(self.mixer)
         self.params = list(self.actor.parameters()) + list(self.mixer.parameters())
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
-        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
 
     def q_all(self, actor, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, N, A) per-agent values for every action (fresh diffusion noise per call)."""
@@ -196,7 +203,8 @@ class Learner:
     @torch.no_grad()
     def act(self, obs: np.ndarray, mask: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
         """(E, N) actions: argmax of the actor's values, uniform over valid actions w.p. epsilon."""
-        q = self.q_all(self.actor, torch.as_tensor(obs), torch.as_tensor(mask)).numpy()
+        q = self.q_all(self.actor, torch.as_tensor(obs, device=self.device),
+                       torch.as_tensor(mask, device=self.device)).cpu().numpy()
         greedy = q.argmax(-1)
         explore = rng.random(greedy.shape) < epsilon
         # uniform among valid actions: argmax of random keys restricted to the mask
@@ -224,14 +232,23 @@ class Learner:
             for net, target in ((self.actor, self.target_actor), (self.mixer, self.target_mixer)):
                 for p, tp in zip(net.parameters(), target.parameters(), strict=True):
                     tp.mul_(1.0 - cfg.tau_soft).add_(cfg.tau_soft * p)
-        return float(loss)
+        return float(loss.detach())
 
-    def set_normalisers(self, obs: np.ndarray, state: np.ndarray) -> None:
-        flat = obs.reshape(-1, obs.shape[-1])
+    def set_normalisers(self, obs: np.ndarray, state: np.ndarray, n_nodes: int) -> None:
+        """Queues (FLOPs) through log1p(Q / 1 GFLOP), positions in metres as they are; then
+        standardised with the warm-up statistics (see `Normaliser`)."""
+        from edge_runtime.allocation import QUEUE_UNIT_FLOPS
+        from edge_runtime.observation import own_position_index
+
+        d = obs.shape[-1]
+        log_mask = np.zeros(d)
+        log_mask[: own_position_index(n_nodes)] = 1.0  # Q_loc, Q_rsu(type), SV queues
+        scale = np.where(log_mask > 0, QUEUE_UNIT_FLOPS, 1.0)
         for actor in (self.actor, self.target_actor):
-            actor.normaliser.set(flat.mean(0), flat.std(0))
+            actor.normaliser.fit(obs.reshape(-1, d), scale, log_mask)
+        n = state.shape[-1] // d
         for mixer in (self.mixer, self.target_mixer):
-            mixer.state_norm.set(state.mean(0), state.std(0))
+            mixer.state_norm.fit(state.reshape(-1, n * d), np.tile(scale, n), np.tile(log_mask, n))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -246,7 +263,10 @@ class Learner:
         self.target_actor.load_state_dict(d["target_actor"])
         self.target_mixer.load_state_dict(d["target_mixer"])
         self.opt.load_state_dict(d["opt"])
-        self.generator.set_state(d["generator"])
+        try:
+            self.generator.set_state(d["generator"])
+        except RuntimeError:  # a CUDA generator's state loaded on the CPU (export, evaluation): unused
+            log.debug("noise generator state not restored (other device)")
 
 
 def epsilon_at(cfg: TrainConfig, episodes_done: int) -> float:
@@ -289,7 +309,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
     iterations = max(1, -(-cfg.episodes // cfg.n_envs))
 
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location=cfg.device)
         if ckpt["config"] != asdict(cfg):
             raise SplitrtError(f"{ckpt_path} was written with another configuration; use a new --out")
         learner.load_state_dict(ckpt["learner"])
@@ -308,10 +328,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
             state_seen.append(state)
             return np.where(mask, rng.random(mask.shape), -1.0).argmax(-1)
 
-        obs0, state0, mask0 = env.reset(seed=int(rng.integers(2**31)))
         warm = run_episodes(env, random_choice, rng)
         rew_seen.append(warm["return"] / max(1, len(obs_seen)))
-        learner.set_normalisers(np.concatenate(obs_seen), np.concatenate(state_seen))
+        learner.set_normalisers(np.concatenate(obs_seen), np.concatenate(state_seen), env.n_nodes)
         reward_scale = float(max(np.mean(np.abs(np.concatenate(rew_seen))), 1e-6))
         with open(metrics_path, "w", newline="") as f:
             csv.writer(f).writerow(["iteration", "episodes", "epsilon", "return", "completion_s", "loss", "wall_s"])
@@ -334,7 +353,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
             # ---- update: TD through the mixer ---------------------------------------------
             if replay.size >= cfg.batch_size:
                 for _ in range(cfg.updates_per_step):
-                    losses.append(learner.update(replay.sample(cfg.batch_size, rng), reward_scale))
+                    losses.append(learner.update(replay.sample(cfg.batch_size, rng, learner.device), reward_scale))
             obs, state, mask = next_obs, next_state, next_mask
             if done.all():
                 break
@@ -352,8 +371,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
 
 
 def _scenario_dict(env) -> dict[str, Any]:
-    sc = env.scenario
-    return asdict(sc) if hasattr(sc, "__dataclass_fields__") else {"repr": repr(sc)}
+    return env.scenario.to_dict()
 
 
 def _checkpoint(path: Path, cfg, learner, replay, rng, reward_scale, iteration) -> None:
@@ -369,8 +387,8 @@ def load_run(run_dir: str | Path):
     ckpt_path = run_dir / "checkpoint.pt"
     if not ckpt_path.is_file():
         raise SplitrtError(f"no checkpoint in {run_dir} (train with `splitrt train --out {run_dir}` first)")
-    ckpt = torch.load(ckpt_path, weights_only=False)
-    cfg = TrainConfig(**ckpt["config"])
+    ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
+    cfg = TrainConfig(**{**ckpt["config"], "device": "cpu"})
     env = make_env(cfg, 1, seed=cfg.seed)
     learner = Learner(cfg, env)
     learner.load_state_dict(ckpt["learner"])
@@ -383,18 +401,20 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     run_dir = Path(run_dir)
     cfg, env, learner = load_run(run_dir)
-    types = []
-    for model in learner.types:
-        workload = env.scenario.workload(model) if hasattr(env.scenario, "workload") else None
-        types.append({
+    from policy.workloads import load_manifest
+
+    types = [
+        {
             "model": model,
-            "n_cuts": int(workload.n_cuts) if workload is not None else None,
-            "manifest_sha256": getattr(workload, "digest", None),
-        })
+            "n_cuts": env.workloads[model].n_cuts,
+            "manifest_sha256": load_manifest(model, env.scenario.manifest_dir).digest,
+        }
+        for model in learner.types
+    ]
     command = (f"splitrt train --method {cfg.method} --preset {cfg.preset} --cvs {cfg.cvs} --svs {cfg.svs} "
                f"--v {cfg.v:g} --steps {cfg.steps} --episodes {cfg.episodes} --seed {cfg.seed} --out {run_dir}")
     meta = {"method": cfg.method, "n_nodes": env.n_nodes, "n_agents": env.n_agents, "types": types,
-            "scenario": {"preset": cfg.preset, "cvs": cfg.cvs, "svs": cfg.svs, "v": cfg.v}, "command": command}
+            "scenario": env.scenario.to_dict(), "train_config": asdict(cfg), "command": command}
     return export_actor(learner.actor, Path(out) if out else run_dir / "policy", meta)
 
 

@@ -36,7 +36,7 @@ def test_one_reverse_step_by_hand():
         eps = actor.eps(torch.cat([x, emb, cond], -1)).numpy()
         got = actor.reverse_step(x, m, cond, z).numpy()
     xn = x.numpy()
-    x0 = np.clip(np.sqrt(1 / abar[m - 1]) * xn - np.sqrt(1 / abar[m - 1] - 1) * eps, -1, 1)
+    x0 = np.tanh(np.sqrt(1 / abar[m - 1]) * xn - np.sqrt(1 / abar[m - 1] - 1) * eps)
     beta, alpha = betas[m - 1], 1 - betas[m - 1]
     mean = beta * np.sqrt(abar_prev) / (1 - abar[m - 1]) * x0 + (1 - abar_prev) * np.sqrt(alpha) / (1 - abar[m - 1]) * xn
     var = beta * (1 - abar_prev) / (1 - abar[m - 1])
