@@ -575,15 +575,16 @@ class EdgeServer:
         else:
             self._count_error("compute_failed")
             frames = pack(Header(kind="error", id=header.id, node=self.name, code="compute_failed", message=error))
-        # Hand the reply over before the job leaves `running`, so shutdown never misses it.
-        push.send_multipart([task.identity, *frames], copy=False)
-        with self._cv:
-            self._sched.finish(job, end - start, time.perf_counter())
+        with self._cv:  # counted before the reply leaves, so a vehicle never sees stale counters
             if error is None:
                 self.counters["completed"] += 1
                 self.counters["completed_by_model"][header.model] += 1
             else:
                 self.counters["failed"] += 1
+        # Hand the reply over before the job leaves `running`, so shutdown never misses it.
+        push.send_multipart([task.identity, *frames], copy=False)
+        with self._cv:
+            self._sched.finish(job, end - start, time.perf_counter())
             self._cv.notify()
 
     # ---- replies ---------------------------------------------------------------------------

@@ -163,7 +163,9 @@ def encode_tensor(x: np.ndarray, encoding: str = "fp32") -> Encoded:
     if encoding == "fp16":
         return Encoded(np.ascontiguousarray(x, dtype=wire), dtype, shape, encoding)
     scale, zero_point = int8_params(x)
-    q = np.clip(np.rint(x / np.float32(scale)) + zero_point, -128, 127).astype(np.int8)
+    # Divide in float32 (fast) unless the scale is below float32's normal range (tiny tensors).
+    divisor = np.float32(scale) if scale >= np.finfo(np.float32).tiny else np.float64(scale)
+    q = np.clip(np.rint(x / divisor) + zero_point, -128, 127).astype(np.int8)
     return Encoded(q, dtype, shape, encoding, scale, zero_point)
 
 
@@ -252,9 +254,10 @@ class Header:
 
     def to_bytes(self) -> bytes:
         data: dict[str, Any] = {"v": self.v, "kind": self.kind}
+        required = _REQUIRED.get(self.kind, ())
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("v", "kind") or value == _DEFAULTS[f.name]:
+            if f.name in ("v", "kind") or (value == _DEFAULTS[f.name] and f.name not in required):
                 continue
             data[f.name] = list(value) if f.name == "shape" else value
         try:
