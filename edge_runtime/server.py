@@ -601,11 +601,11 @@ class EdgeServer:
             router.send_multipart([identity, *frames], zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:  # EHOSTUNREACH (vehicle gone) or a full pipe
             self._count("undeliverable")
-            log.warning("%s: reply to %r not delivered: %s", self.name, identity, exc)
+            log.warning("%s: reply to peer %s not delivered: %s", self.name, identity[:16].hex(), exc)
 
     def _reply_error(self, router: zmq.Socket, identity: bytes, task_id: str, code: str, message: str) -> None:
         self._count_error(code)
-        log.info("%s: error %s to %r: %s", self.name, code, identity, message)
+        log.info("%s: error %s to peer %s: %s", self.name, code, identity[:16].hex(), message)
         self._send(router, identity, pack(Header(kind="error", id=task_id, node=self.name, code=code, message=message)))
 
     def _count_error(self, code: str) -> None:
