@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 BENCHMARKS: dict[str, str] = {
     "export": "tools.benchmarks.segments:export_time",
     "split_overhead": "tools.benchmarks.segments:split_overhead",
+    "link": "tools.benchmarks.runtime:link",
+    "runtime_overhead": "tools.benchmarks.runtime:runtime_overhead",
+    "server_throughput": "tools.benchmarks.runtime:server_throughput",
+    "encoding": "tools.benchmarks.runtime:encoding",
+    "speed_emulation": "tools.benchmarks.runtime:speed_emulation",
 }
 
 #: The paper's DNN types plus MobileNetV2, the models the segment benchmarks cover.
