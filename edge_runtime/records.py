@@ -13,7 +13,7 @@ Record keys (durations in seconds on the vehicle's clock unless said otherwise):
 | ``model``, ``digest`` | DNN type and manifest digest |
 | ``decider``, ``cut``, ``node`` | the decision; ``node`` is the edge index (0 = first --edge) or null when the task was decided fully local |
 | ``edge``, ``node_name`` | the node's endpoint and the name it reports (null when local) |
-| ``encoding``, ``bytes`` | payload encoding and payload bytes sent (0 when nothing was sent) |
+| ``encoding``, ``bytes`` | payload encoding and payload bytes (sent, or that would have been sent when the node was unreachable; 0 when decided local) |
 | ``outcome`` | ``remote`` (edge node returned the result), ``local`` (decided fully local), ``fallback`` (offload failed, finished on the vehicle from the cut it had reached), ``failed`` (could not be computed at all) |
 | ``reason`` | why a fallback or failure happened: ``timeout``, ``busy``, ``unreachable`` (no connection to the node when sending), ``error:<code>: <message>`` (the node's error reply), ``shutdown`` (the vehicle was stopping), or the local exception; empty otherwise |
 | ``arrival_unix_s``, ``completion_unix_s`` | wall-clock stamps of arrival and completion |

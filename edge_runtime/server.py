@@ -4,7 +4,10 @@
 
 ``rsu``  one queue per DNN type (the paper's containers, SYSTEM_MODEL.md "Computation and
          queues"). The compute share of type k is f_k / F with f from `allocate_rsu` (P3, eqs
-         43-52), solved at every slot boundary and again at every accepted arrival, from
+         43-52), solved at every slot boundary and again after arrivals (at most every
+         ``resolve_s``, default tau / 10; at once when a task arrives for a type whose share is 0,
+         so no type waits a slot for its first share; and before answering a state request, so
+         the snapshot's allocation is that of its queues), from
              Q_k = edge FLOPs of type-k tasks queued or running that arrived in earlier slots,
              W_k, n_k = edge FLOPs and count of type-k tasks of the current slot still queued
                         or running (the paper's offloads of this slot: the live RSU sees them
@@ -105,6 +108,7 @@ class ServerConfig:
     v: float = 10.0
     capacity_flops_per_s: float | None = None
     queue_limit: int = 64
+    resolve_s: float | None = None
     grace_s: float = 10.0
     calibration_runs: int = 3
     providers: tuple[str, ...] = ("cpu",)
@@ -124,6 +128,8 @@ class ServerConfig:
             raise SplitrtError(f"--capacity-flops must be positive FLOP/s, got {self.capacity_flops_per_s}")
         if self.queue_limit < 1:
             raise SplitrtError(f"--queue-limit must be >= 1 task, got {self.queue_limit}")
+        if self.resolve_s is not None and not self.resolve_s >= 0:
+            raise SplitrtError(f"--resolve-s must be >= 0 s, got {self.resolve_s}")
         if self.grace_s < 0 or self.calibration_runs < 1:
             raise SplitrtError(
                 f"grace must be >= 0 s and calibration runs >= 1, got {self.grace_s} s, {self.calibration_runs}"
@@ -255,6 +261,9 @@ class EdgeServer:
         self._t0 = time.perf_counter()
         self.slot = 0
         self.allocation: dict[str, Any] | None = None
+        self._alloc_dirty = False
+        self._last_solve = -float("inf")
+        self._resolve_s = config.resolve_s if config.resolve_s is not None else config.slot_s / 10
         self.counters: dict[str, Any] = {
             k: 0
             for k in (
@@ -319,8 +328,7 @@ class EdgeServer:
         poller.register(router, zmq.POLLIN)
         poller.register(pull, zmq.POLLIN)
         self._t0 = time.perf_counter()
-        with self._cv:
-            self._reallocate(self._t0)
+        self._reallocate(self._t0)
         self._ready.set()
         log.info("%s (%s) serving %s on %s", self.name, self.config.role, ", ".join(self.models), self.endpoint)
         shutdown_deadline: float | None = None
@@ -328,7 +336,10 @@ class EdgeServer:
             while True:
                 now = time.perf_counter()
                 next_tick = self._t0 + (self.slot + 1) * self.config.slot_s
-                timeout_ms = max(0.0, min(next_tick - now, 0.1)) * 1e3
+                wake = min(next_tick, now + 0.1)
+                if self._alloc_dirty:
+                    wake = min(wake, self._last_solve + self._resolve_s)
+                timeout_ms = max(0.0, wake - now) * 1e3
                 events = dict(poller.poll(timeout_ms))
                 if pull in events:
                     self._forward_replies(pull, router)
@@ -338,7 +349,9 @@ class EdgeServer:
                 if now >= next_tick:
                     with self._cv:
                         self.slot = int((now - self._t0) / self.config.slot_s)
-                        self._reallocate(now)
+                    self._reallocate(now)
+                elif self._alloc_dirty and now >= self._last_solve + self._resolve_s:
+                    self._reallocate(now)
                 if self._stop.is_set() and shutdown_deadline is None:
                     shutdown_deadline = now + self.config.grace_s
                     self._begin_shutdown(router)
@@ -419,6 +432,8 @@ class EdgeServer:
             task_id = header.id
             if header.kind == "state_request":
                 self._count("state_requests")
+                if self._alloc_dirty:  # the snapshot's allocation is that of the current queues
+                    self._reallocate(arrival)
                 self._send(router, identity, pack(Header(kind="state", node=self.name, state=self.snapshot())))
                 return
             if header.kind != "task":
@@ -449,8 +464,11 @@ class EdgeServer:
             accepted = self._sched.push(job, arrival)
             if accepted:
                 self.counters["accepted"] += 1
-                self._reallocate(arrival)
+                self._alloc_dirty = self.config.role == "rsu"
+                starving = self._sched.shares[queue] == 0.0
                 self._cv.notify()
+        if accepted and self.config.role == "rsu" and (starving or arrival >= self._last_solve + self._resolve_s):
+            self._reallocate(arrival)
         if not accepted:
             self._count("busy")
             self._send(
@@ -490,26 +508,33 @@ class EdgeServer:
 
     # ---- allocation (rsu) ------------------------------------------------------------------
     def _reallocate(self, now: float) -> None:
-        """Solve P3 (eqs 43-52) from the current queues; caller holds the lock."""
+        """Solve P3 (eqs 43-52) from the current queues and hand the shares to the scheduler.
+
+        Only the I/O thread calls this. The inputs are read and the shares set under the lock; the
+        solve itself (64 bisection steps of small numpy ops, about a millisecond) runs outside it,
+        so workers are never held up by it.
+        """
         if self.config.role != "rsu":
             return
-        names = self._sched.names
-        q = np.zeros(len(names))
-        w = np.zeros(len(names))
-        n = np.zeros(len(names))
-        for k, name in enumerate(names):
-            for job in self._sched.jobs(name):
-                if job.slot < self.slot:
-                    q[k] += job.flops
-                else:
-                    w[k] += job.flops
-                    n[k] += 1
+        with self._cv:
+            names = self._sched.names
+            slot = self.slot
+            q = np.zeros(len(names))
+            w = np.zeros(len(names))
+            n = np.zeros(len(names))
+            for k, name in enumerate(names):
+                for job in self._sched.jobs(name):
+                    if job.slot < slot:
+                        q[k] += job.flops
+                    else:
+                        w[k] += job.flops
+                        n[k] += 1
+            self._alloc_dirty = False
+            self._last_solve = now
         f = allocate_rsu(q, w, n, self.capacity_flops_per_s, self.config.slot_s, self.config.v)
         shares = {name: float(f[k] / self.capacity_flops_per_s) for k, name in enumerate(names)}
-        self._sched.set_shares(shares, now)
-        self.counters["allocations"] += 1
-        self.allocation = {
-            "slot": self.slot,
+        allocation = {
+            "slot": slot,
             "time_s": now - self._t0,
             "tau_s": self.config.slot_s,
             "v": self.config.v,
@@ -520,6 +545,10 @@ class EdgeServer:
             "f_flops_per_s": dict(zip(names, f.tolist(), strict=True)),
             "share": shares,
         }
+        with self._cv:
+            self._sched.set_shares(shares, time.perf_counter())
+            self.counters["allocations"] += 1
+            self.allocation = allocation
 
     # ---- workers ---------------------------------------------------------------------------
     def _worker(self) -> None:

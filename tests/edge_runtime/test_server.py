@@ -227,3 +227,28 @@ def test_bad_config_and_bind_are_user_errors(tiny):
     server = EdgeServer(ServerConfig(bind="tcp://256.1.1.1:5"), {"chain": served(tiny["chain"])})
     with pytest.raises(SplitrtError, match="cannot bind tcp://256.1.1.1:5"):
         server.bind()
+
+
+def test_rsu_resolves_at_once_for_a_type_without_a_share(tiny, node_factory):
+    """Re-solves after arrivals are coalesced (resolve_s), except when the arriving type has a
+    zero share: then the node solves at once, so that type never waits a slot to be served."""
+    chain, res = tiny["chain"], tiny["res"]
+    rc, rr = GatedRunner(chain), GatedRunner(res)
+    node, client = node_factory(
+        {"chain": served(chain, rc), "res": served(res, rr)}, role="rsu", slot_s=1000.0, resolve_s=1000.0
+    )
+    try:
+        x1 = SegmentRunner(chain).run(sample_input(chain.input), 0, 1)
+        client.send(task_frames(chain, 1, x1, task_id="c0"))
+        wait_until(lambda: node.server.snapshot()["queues"]["chain"]["tasks"] == 1)
+        assert node.server.allocation["n_tasks"] == {"chain": 0, "res": 0}  # coalesced: not solved yet
+        state = client.request(pack(Header(kind="state_request")))[0].state  # solves first
+        assert state["allocation"]["share"] == {"chain": 1.0, "res": 0.0}
+        client.send(task_frames(res, 0, sample_input(res.input), task_id="r0"))
+        wait_until(lambda: node.server.allocation["n_tasks"]["res"] == 1)  # res had no share: solved at once
+        assert node.server.allocation["share"]["res"] > 0
+        assert node.server.snapshot()["counters"]["allocations"] == 3  # start, state request, starving type
+    finally:
+        rc.gate.set()
+        rr.gate.set()
+    assert {client.recv()[0].kind for _ in range(2)} == {"result"}

@@ -37,6 +37,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         "from DIR/profile.json when it matches, else a start-up calibration)",
     )
     p.add_argument("--queue-limit", type=int, default=64, help="tasks per queue (queued + running) before 'busy'")
+    p.add_argument(
+        "--resolve-s",
+        type=float,
+        default=None,
+        help="rsu: re-solve the allocation after arrivals at most this often (default: slot / 10)",
+    )
     p.add_argument("--grace-s", type=float, default=10.0, help="on shutdown, wait this long for running tasks")
     p.add_argument("--calibration-runs", type=int, default=3, help="timed chain passes per model at start-up")
     p.add_argument("--provider", default="cpu", help="execution provider: cpu, cuda or tensorrt")
@@ -59,6 +65,7 @@ def main(args: argparse.Namespace) -> int:
         v=args.v,
         capacity_flops_per_s=args.capacity_flops,
         queue_limit=args.queue_limit,
+        resolve_s=args.resolve_s,
         grace_s=args.grace_s,
         calibration_runs=args.calibration_runs,
         providers=(args.provider,),
