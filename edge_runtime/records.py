@@ -15,10 +15,11 @@ Record keys (durations in seconds on the vehicle's clock unless said otherwise):
 | ``edge``, ``node_name`` | the node's endpoint and the name it reports (null when local) |
 | ``encoding``, ``bytes`` | payload encoding and payload bytes (sent, or that would have been sent when the node was unreachable; 0 when decided local) |
 | ``outcome`` | ``remote`` (edge node returned the result), ``local`` (decided fully local), ``fallback`` (offload failed, finished on the vehicle from the cut it had reached), ``failed`` (could not be computed at all) |
-| ``reason`` | why a fallback or failure happened: ``timeout``, ``busy``, ``unreachable`` (no connection to the node when sending), ``error:<code>: <message>`` (the node's error reply), ``shutdown`` (the vehicle was stopping), or the local exception; empty otherwise |
+| ``reason`` | why a fallback or failure happened: ``timeout``, ``busy``, ``unreachable`` (no connection to the node when sending), ``error:<code>: <message>`` (the node's error reply), ``shutdown`` (the vehicle was stopping), ``decider: <error>`` (the decider failed or returned an action out of range: the task ran fully local), or the local exception; empty otherwise |
 | ``arrival_unix_s``, ``completion_unix_s`` | wall-clock stamps of arrival and completion |
 | ``total_s`` | completion - arrival |
-| ``local_wait_s`` | time in the local FIFO (before the head, and before a fallback tail) |
+| ``decide_s`` | arrival -> decision made: building the `DecisionContext` and the decider's own time (the paper's per-step decision time, Table II), plus any lateness of the vehicle's loop in noticing the arrival |
+| ``local_wait_s`` | time in the local FIFO after the decision (before the head, and before a fallback tail) |
 | ``local_compute_s`` | head segments [0, cut), plus the tail [cut, n) on a fallback |
 | ``encode_s`` | encoding the cut tensor for the wire |
 | ``transfer_s`` | round trip minus the node's own time (``server_s``): both link directions plus hand-offs; on a fallback, the time lost between sending and giving up |
@@ -29,7 +30,7 @@ Record keys (durations in seconds on the vehicle's clock unless said otherwise):
 | ``q_loc_flops``, ``observation`` | the local backlog and the eq (53) observation the decider saw |
 | ``verified``, ``max_abs_err`` | with ``--verify``: max abs difference to the whole model's output, and whether it is within 1e-4 of the output scale (null for the lossy encodings or without ``--verify``) |
 
-The eight duration components sum to ``total_s`` (the timestamps they come from are contiguous).
+The nine duration components sum to ``total_s`` (the timestamps they come from are contiguous).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import numpy as np
 RecordSink = Callable[[dict[str, Any]], None]
 
 DURATION_KEYS = (
+    "decide_s",
     "local_wait_s",
     "local_compute_s",
     "encode_s",

@@ -4,10 +4,12 @@
 
 ``rsu``  one queue per DNN type (the paper's containers, SYSTEM_MODEL.md "Computation and
          queues"). The compute share of type k is f_k / F with f from `allocate_rsu` (P3, eqs
-         43-52), solved at every slot boundary and again after arrivals (at most every
-         ``resolve_s``, default tau / 10; at once when a task arrives for a type whose share is 0,
-         so no type waits a slot for its first share; and before answering a state request, so
-         the snapshot's allocation is that of its queues), from
+         43-52), solved at every slot boundary, before answering a state request (so the
+         snapshot's allocation is that of its queues), and after arrivals while two or more types
+         have work (only then can the shares change what runs next): at most every
+         ``resolve_s`` (default tau / 10), and at once when the arriving type's share is 0 (so no
+         type waits for its first share). The solve holds the GIL for about a millisecond, so it
+         is kept off the path of an uncontended task. Inputs:
              Q_k = edge FLOPs of type-k tasks queued or running that arrived in earlier slots,
              W_k, n_k = edge FLOPs and count of type-k tasks of the current slot still queued
                         or running (the paper's offloads of this slot: the live RSU sees them
@@ -350,7 +352,7 @@ class EdgeServer:
                     with self._cv:
                         self.slot = int((now - self._t0) / self.config.slot_s)
                     self._reallocate(now)
-                elif self._alloc_dirty and now >= self._last_solve + self._resolve_s:
+                elif self._alloc_dirty and now >= self._last_solve + self._resolve_s and self._contended():
                     self._reallocate(now)
                 if self._stop.is_set() and shutdown_deadline is None:
                     shutdown_deadline = now + self.config.grace_s
@@ -467,7 +469,8 @@ class EdgeServer:
                 self._alloc_dirty = self.config.role == "rsu"
                 starving = self._sched.shares[queue] == 0.0
                 self._cv.notify()
-        if accepted and self.config.role == "rsu" and (starving or arrival >= self._last_solve + self._resolve_s):
+        due = accepted and self.config.role == "rsu" and (starving or arrival >= self._last_solve + self._resolve_s)
+        if due and self._contended():
             self._reallocate(arrival)
         if not accepted:
             self._count("busy")
@@ -507,6 +510,11 @@ class EdgeServer:
         return model
 
     # ---- allocation (rsu) ------------------------------------------------------------------
+    def _contended(self) -> bool:
+        """Two or more types have work: only then can the shares change what runs next."""
+        with self._cv:
+            return sum(1 for name in self._sched.names if next(self._sched.jobs(name), None) is not None) >= 2
+
     def _reallocate(self, now: float) -> None:
         """Solve P3 (eqs 43-52) from the current queues and hand the shares to the scheduler.
 

@@ -151,6 +151,7 @@ class _Task:
     encoded: Encoded | None = None
     bytes: int = 0
     t_encoded: float = 0.0
+    t_decided: float = 0.0
     deadline: float = 0.0
     t_fail: float = 0.0
     outcome: str = ""
@@ -392,11 +393,18 @@ class Vehicle:
             arrival_unix=time.time() - (time.perf_counter() - arrival),
         )
         ctx = self.decision_context(slot)
-        cut, node = self.decider.decide(ctx)
-        if not 0 <= cut <= self.n or not 0 <= node < self.n_nodes:
-            raise SplitrtError(f"decider {self.decider.name} returned cut {cut}, node {node}: out of range")
-        task.cut = int(cut)
-        task.node = None if cut == self.n else int(node)
+        try:
+            cut, node = (int(v) for v in self.decider.decide(ctx))
+            if not (0 <= cut <= self.n and 0 <= node < self.n_nodes):
+                raise ValueError(f"(cut {cut}, node {node}) is outside cuts 0..{self.n}, nodes 0..{self.n_nodes - 1}")
+        except Exception as exc:  # a broken decider must not lose the task: run it locally, say why
+            log.error("%s: decider %s failed on task %s: %s", cfg.vehicle_id, self.decider.name, task.id, exc)
+            cut, node = self.n, 0
+            task.reason = f"decider: {type(exc).__name__}: {exc}"
+        task.t_decided = time.perf_counter()
+        task.d["decide_s"] = task.t_decided - arrival
+        task.cut = cut
+        task.node = None if cut == self.n else node
         task.observation = [float(v) for v in ctx.observation]
         task.q_loc_flops = float(ctx.observation[obs_layout.Q_LOC])
         spec = self.manifest.cut_spec(task.cut)
@@ -405,16 +413,13 @@ class Vehicle:
             self._open[task.id] = task
         if task.cut == 0:
             x = self._inputs[task.x_index]
-            task.d["local_wait_s"] = 0.0
             task.d["local_compute_s"] = 0.0
             start = time.perf_counter()
             task.head = x
             task.encoded = encode_tensor(x, task.encoding)
             task.bytes = task.encoded.nbytes
             task.t_encoded = time.perf_counter()
-            # The slot clock may run behind the arrival stamp by the loop's latency: charge it
-            # to the local wait, so the components still sum to the total.
-            task.d["local_wait_s"] = start - arrival
+            task.d["local_wait_s"] = start - task.t_decided
             task.d["encode_s"] = task.t_encoded - start
             self._send(task)
         else:
@@ -440,7 +445,7 @@ class Vehicle:
 
     def _run_head(self, task: _Task, push: zmq.Socket) -> None:
         start = time.perf_counter()
-        task.d["local_wait_s"] = start - task.arrival
+        task.d["local_wait_s"] = start - task.t_decided
         try:
             head = self.runner.run(self._inputs[task.x_index], 0, task.cut)
         except Exception as exc:
@@ -451,7 +456,7 @@ class Vehicle:
         task.d["local_compute_s"] = end - start
         if task.cut == self.n:
             task.output = head
-            self._finish(task, "local", "", end)
+            self._finish(task, "local", task.reason, end)
             return
         task.head = head
         task.encoded = encode_tensor(head, task.encoding)

@@ -186,3 +186,26 @@ def test_config_errors_name_the_flag(tiny):
         VehicleConfig(edges=(DEAD,), timeout_s=0)
     with pytest.raises(SplitrtError, match="--decider 'fixed:99'"):
         Vehicle(VehicleConfig(edges=(DEAD,), decider="fixed:99"), tiny["chain"])
+
+
+class Broken:
+    name = "broken"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def decide(self, ctx: DecisionContext) -> tuple[int, int]:
+        self.calls += 1
+        if self.calls % 2:
+            raise RuntimeError("policy blew up")
+        return 99, 0
+
+
+def test_a_failing_decider_never_loses_a_task(tiny):
+    m = tiny["chain"]
+    _, records = run_vehicle(m, [DEAD], decider_obj=Broken(), connect_s=0.05)
+    check_records(records, 4)
+    reasons = [r["reason"] for r in sorted(records, key=lambda r: r["index"])]
+    assert reasons[0] == reasons[2] == "decider: RuntimeError: policy blew up"
+    assert reasons[1].startswith("decider: ValueError: (cut 99, node 0) is outside cuts 0..")
+    assert {(r["outcome"], r["cut"], r["verified"]) for r in records} == {("local", m.n_segments, True)}

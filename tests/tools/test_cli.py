@@ -149,3 +149,19 @@ def test_runtime_benchmarks_write_records(tmp_path, exports):
     assert {v for (_, e), v in saved.items() if e == "int8"} == {0.75}
     agreement = [x["value"] for x in records if x["figure"] == "top1_agreement"]
     assert all(0.0 <= v <= 1.0 for v in agreement)
+
+
+def test_profile_records_the_speed_emulation(tmp_path):
+    from edge_runtime.speed import cgroup_root
+    from models.segmenter import segment_model
+    from tests.onnx_graphs import chain_model
+
+    chain = tmp_path / "chain"
+    segment_model(chain_model(), chain, name="chain", source={}, granularity="op")
+    out = tmp_path / "p.json"
+    r = splitrt("profile", "--segments", str(chain), "--runs", "3", "--speed-factor", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    device = json.loads(out.read_text())["device"]
+    expected = "cgroup" if cgroup_root() is not None else "stretch"  # --speed-mode auto
+    assert (device["speed_factor"], device["speed_mode"]) == (2.0, expected)
+    assert f"speed factor 2 ({expected})" in r.stdout
