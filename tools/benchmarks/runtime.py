@@ -257,7 +257,15 @@ def runtime_overhead(ctx: BenchContext) -> list[dict[str, Any]]:
             record("runtime_overhead", "wire_ms", wire * 1e3, "ms", **params),
             record("runtime_overhead", "tasks", len(remote), "count", **params),
         ]
-        for key in ("local_wait_s", "encode_s", "transfer_s", "remote_wait_s", "remote_other_s", "decode_s"):
+        for key in (
+            "decide_s",
+            "local_wait_s",
+            "encode_s",
+            "transfer_s",
+            "remote_wait_s",
+            "remote_other_s",
+            "decode_s",
+        ):
             value = float(np.median([r[key] for r in remote])) * 1e3
             out.append(record("runtime_overhead", f"{key[:-2]}_median_ms", value, "ms", **params))
     return out
