@@ -23,6 +23,22 @@ def check_records(records: list[dict], n_tasks: int) -> None:
         assert sum(r[k] for k in DURATION_KEYS) == pytest.approx(r["total_s"], abs=1e-6), r
 
 
+def check_allocation(state: dict) -> None:
+    """The allocation a node reports is allocate_rsu of the queues it reports (one implementation)."""
+    alloc = state["allocation"]
+    names = list(alloc["q_flops"])
+    f = allocate_rsu(
+        np.array([alloc["q_flops"][k] for k in names]),
+        np.array([alloc["w_flops"][k] for k in names]),
+        np.array([alloc["n_tasks"][k] for k in names]),
+        alloc["capacity_flops_per_s"],
+        alloc["tau_s"],
+        alloc["v"],
+    )
+    assert f.tolist() == [alloc["f_flops_per_s"][k] for k in names]
+    assert sum(alloc["share"].values()) == pytest.approx(1.0)
+
+
 @pytest.mark.timeout(600)
 def test_rsu_sv_and_three_vehicles(procs, small_models):
     dirs = list(small_models.values())
@@ -59,6 +75,10 @@ def test_rsu_sv_and_three_vehicles(procs, small_models):
         assert state["counters"]["completed_by_model"] == by_model
         assert state["counters"]["errors"] == 0 and state["counters"]["failed"] == 0
         assert all(q["tasks"] == 0 for q in state["queues"].values())
+        if node == 0:  # the RSU's shares: its reported allocation is allocate_rsu of its queues
+            check_allocation(state)
+            served, entitled = state["counters"]["served_s"], state["counters"]["entitled_s"]
+            assert sum(served.values()) == pytest.approx(sum(entitled.values()), rel=1e-6)
     # Clean shutdown on SIGTERM.
     for proc in (rsu, sv):
         proc.signal(signal.SIGTERM)
@@ -93,18 +113,7 @@ def test_rsu_shares_follow_the_allocation_under_load(procs, small_models):
     # The shares were not trivially equal: the allocation differentiated the types.
     fractions = np.array([entitled[m] / total for m in small_models])
     assert np.ptp(fractions) > 0.05, fractions
-    # The allocation the node reports is allocate_rsu of the queues it reports (one implementation).
-    alloc = state["allocation"]
-    names = list(alloc["q_flops"])
-    f = allocate_rsu(
-        np.array([alloc["q_flops"][k] for k in names]),
-        np.array([alloc["w_flops"][k] for k in names]),
-        np.array([alloc["n_tasks"][k] for k in names]),
-        alloc["capacity_flops_per_s"],
-        alloc["tau_s"],
-        alloc["v"],
-    )
-    assert f.tolist() == [alloc["f_flops_per_s"][k] for k in names]
+    check_allocation(state)
     assert state["counters"]["allocations"] > state["slot"]  # every slot, and at every arrival
     rsu.signal(signal.SIGTERM)
     assert rsu.wait(60) == 0
