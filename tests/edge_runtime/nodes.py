@@ -35,9 +35,11 @@ class GatedRunner:
         self.manifest = manifest
         self.n_segments = manifest.n_segments
         self.gate = threading.Event()
+        self.entered = threading.Event()  # set once a worker is inside run(): the task is "running"
         self.fail = fail
 
     def run(self, x, start=0, stop=None):
+        self.entered.set()
         assert self.gate.wait(30), "test gate never opened"
         if self.fail:
             raise RuntimeError("injected failure")

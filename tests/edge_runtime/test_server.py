@@ -108,6 +108,7 @@ def test_busy_past_the_queue_limit_and_snapshot_backlog(tiny, node_factory):
         client.send(task_frames(m, 1, x1, task_id=f"t{i}"))
     replies = [client.recv()[0] for _ in range(2)]
     assert [(h.kind, h.code, h.id) for h in replies] == [("busy", "queue_full", "t3"), ("busy", "queue_full", "t4")]
+    assert runner.entered.wait(10)  # the worker has taken t0 (otherwise it is still "waiting")
     state = node.server.snapshot()
     fifo = state["queues"]["fifo"]
     edge = m.cuts[1].flops_after
