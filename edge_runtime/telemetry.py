@@ -28,6 +28,7 @@ message by ~44 ms (ANCHORS.md). Username/password and TLS are options.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -139,10 +140,8 @@ class BrokerAddress:
 
 
 def _nodelay(client, userdata, sock) -> None:
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # wrappers without setsockopt
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):  # websockets / TLS wrappers without setsockopt
-        pass
 
 
 def make_client(address: BrokerAddress, client_id: str, *, protocol: int = mqtt.MQTTv311) -> mqtt.Client:
