@@ -7,9 +7,22 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 EXPORTS := exports
 
-.PHONY: setup demo test lint bench arm-check clean
+.PHONY: setup sysdeps demo test lint bench arm-check clean
 
-setup: $(STAMP)
+setup: $(STAMP) sysdeps
+
+# System packages the real-process tests use (MQTT broker; nftables/iptables for loss emulation).
+# Installed with apt when running as root; otherwise the tests that need them say so and skip.
+SYSPKGS := mosquitto nftables iptables iproute2
+sysdeps:
+	@missing=""; for p in $(SYSPKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "warning: could not install$$missing; tests needing them will skip with the reason"; \
+	  else echo "note: not root or no apt-get; missing$$missing (tests needing them will skip with the reason)"; fi; \
+	fi
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,11 +30,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[all]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+demo: setup
 	$(BIN)/splitrt export --model resnet18 --out $(EXPORTS)
 	$(BIN)/splitrt profile --segments $(EXPORTS)/resnet18 --out $(EXPORTS)/resnet18/profile.json
 
-test: $(STAMP)
+test: setup
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from edge_runtime import observation as obs_layout
+from edge_runtime.errors import SplitrtError
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,64 @@ def greedy_choice(cut_bytes: np.ndarray, node_queues: np.ndarray, node_ok: np.nd
     any_ok = node_ok.any(axis=-1)
     cut = np.where(any_ok, offload_cut, len(cut_bytes) - 1)
     return cut, np.where(any_ok, node, 0)
+
+
+# ---- the vehicle's built-in deciders (`splitrt vehicle --decider SPEC`) -----------------------
+
+
+class LocalDecider:
+    """Run every task fully on the vehicle (cut n, nothing sent)."""
+
+    name = "local"
+
+    def decide(self, ctx: DecisionContext) -> tuple[int, int]:
+        return ctx.n_cuts - 1, 0
+
+
+@dataclass(frozen=True)
+class FixedDecider:
+    """Always cut at ``cut`` and offload to ``node`` (``offload`` is cut 0: the raw input)."""
+
+    cut: int
+    node: int = 0
+    name: str = "fixed"
+
+    def decide(self, ctx: DecisionContext) -> tuple[int, int]:
+        return self.cut, self.node
+
+
+class GreedyDecider:
+    """The paper's greedy baseline (`greedy_choice`): smallest tensor, shortest reachable queue."""
+
+    name = "greedy"
+
+    def decide(self, ctx: DecisionContext) -> tuple[int, int]:
+        cut, node = greedy_choice(ctx.cut_bytes, ctx.node_queues_flops(), ctx.node_ok)
+        return int(cut), int(node)
+
+
+DECIDER_SPECS = "local | offload[@J] | fixed:K[@J] | greedy"
+
+
+def make_decider(spec: str, n_cuts: int, n_nodes: int) -> Decider:
+    """A decider from its command-line spec (`DECIDER_SPECS`); J is the edge node index (node 0 =
+    the first --edge, by convention the RSU), K the manifest cut (0 .. n_cuts - 1)."""
+    text = spec.strip()
+    body, _, node_text = text.partition("@")
+    node = 0
+    if node_text:
+        if not node_text.isdigit() or not 0 <= int(node_text) < n_nodes:
+            raise SplitrtError(f"--decider {spec!r}: node must be 0..{n_nodes - 1} (one per --edge), got {node_text!r}")
+        node = int(node_text)
+    if body == "local" and not node_text:
+        return LocalDecider()
+    if body == "greedy" and not node_text:
+        return GreedyDecider()
+    if body == "offload":
+        return FixedDecider(0, node, name=text)
+    if body.startswith("fixed:"):
+        k = body[len("fixed:") :]
+        if not k.isdigit() or not 0 <= int(k) < n_cuts:
+            raise SplitrtError(f"--decider {spec!r}: cut must be 0..{n_cuts - 1} for this model, got {k!r}")
+        return FixedDecider(int(k), node, name=text)
+    raise SplitrtError(f"--decider {spec!r} is not one of: {DECIDER_SPECS}")

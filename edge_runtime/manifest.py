@@ -18,6 +18,7 @@ the segments' eq (6) FLOPs on either side of the cut.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -128,9 +129,12 @@ class Manifest:
     def total_flops(self) -> int:
         return sum(s.flops for s in self.segments)
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
-        """sha256 of the canonical manifest JSON: ties profiles, wire messages and policies to it."""
+        """sha256 of the canonical manifest JSON: ties profiles, wire messages and policies to it.
+
+        Cached: hashing the canonical JSON costs ~1 ms, and the runtime stamps every message with it.
+        """
         return hashlib.sha256(canonical_json(self.to_dict())).hexdigest()
 
     def cut_bytes(self) -> np.ndarray:

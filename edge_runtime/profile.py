@@ -9,7 +9,7 @@ JSON layout (``profile.json``), all times in seconds:
 
     format_version, model, manifest_sha256, created,
     device   {hostname, machine, system, cpu_model, cores_physical, cores_logical, cpu_freq_mhz,
-              memory_bytes, onnxruntime, provider, threads, spinning, speed_factor}
+              memory_bytes, onnxruntime, provider, threads, spinning, speed_factor, speed_mode}
     runs, warmup,
     segments [{index, label, flops, median_s, p95_s}],
     cuts     [{index, bytes, head_s, tail_s}]   head = segments before the cut, tail = after it
@@ -38,6 +38,7 @@ import psutil
 from edge_runtime.errors import ManifestError, SplitrtError
 from edge_runtime.manifest import Manifest
 from edge_runtime.segments import SegmentRunner, open_session
+from edge_runtime.speed import SpeedEmulation
 
 PROFILE_VERSION = 1
 
@@ -100,12 +101,38 @@ def measure(
     warmup: int = 3,
     spinning: bool = False,
     speed_factor: float = 1.0,
+    speed_mode: str = "stretch",
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Measure a profile of ``manifest``'s segments on this device; returns the JSON dict."""
+    """Measure a profile of ``manifest``'s segments on this device; returns the JSON dict.
+
+    ``speed_factor`` / ``speed_mode`` emulate a slower device while measuring (edge_runtime.speed:
+    the cgroup is entered for the measurement and left afterwards), so the profile's times and
+    ``effective_flops_per_s`` are those of the emulated device.
+    """
     if runs < 1 or warmup < 0:
         raise SplitrtError(f"--runs must be >= 1 and warm-up >= 0 (got runs={runs}, warmup={warmup})")
+    emulation = SpeedEmulation(speed_factor, speed_mode, cpus=threads)
+    try:
+        runner_factor = emulation.apply()
+        return _measure(manifest, threads, provider, runs, warmup, spinning, runner_factor, emulation, seed, progress)
+    finally:
+        emulation.close()
+
+
+def _measure(
+    manifest: Manifest,
+    threads: int,
+    provider: str,
+    runs: int,
+    warmup: int,
+    spinning: bool,
+    speed_factor: float,
+    emulation: SpeedEmulation,
+    seed: int,
+    progress: Callable[[str], None] | None,
+) -> dict[str, Any]:
     runner = SegmentRunner(
         manifest, providers=(provider,), threads=threads, spinning=spinning, speed_factor=speed_factor
     )
@@ -157,7 +184,7 @@ def measure(
         "provider": runner.providers[0],
         "threads": threads,
         "spinning": spinning,
-        "speed_factor": speed_factor,
+        **emulation.describe(),
     }
     return {
         "format_version": PROFILE_VERSION,
@@ -245,7 +272,7 @@ def format_table(profile: dict[str, Any]) -> str:
     dev = profile["device"]
     lines = [
         f"{profile['model']} on {dev['cpu_model']} ({dev['provider']}, {dev['threads']} thread(s), "
-        f"speed factor {dev['speed_factor']:g}), median of {profile['runs']} runs",
+        f"speed factor {dev['speed_factor']:g} ({dev.get('speed_mode', 'stretch')})), median of {profile['runs']} runs",
         f"{'cut':>3}  {'after segment':<22} {'bytes':>10}  {'head ms':>9}  {'tail ms':>9}  {'seg ms':>8}  {'seg GFLOP':>9}",
     ]
     segs = profile["segments"]

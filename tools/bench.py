@@ -28,6 +28,11 @@ BENCHMARKS: dict[str, str] = {
     "simulator": "tools.benchmarks.simulator:simulator",
     "ga": "tools.benchmarks.simulator:ga",
     "oracle": "tools.benchmarks.simulator:oracle",
+    "link": "tools.benchmarks.runtime:link",
+    "runtime_overhead": "tools.benchmarks.runtime:runtime_overhead",
+    "server_throughput": "tools.benchmarks.runtime:server_throughput",
+    "encoding": "tools.benchmarks.runtime:encoding",
+    "speed_emulation": "tools.benchmarks.runtime:speed_emulation",
 }
 
 #: The paper's DNN types plus MobileNetV2, the models the segment benchmarks cover.

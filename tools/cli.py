@@ -19,6 +19,8 @@ from edge_runtime.errors import SplitrtError
 VERBS = {
     "export": "export",
     "profile": "profile",
+    "serve": "serve",
+    "vehicle": "vehicle",
     "bench": "bench",
     "evaluate": "evaluate",
 }

@@ -104,3 +104,64 @@ def test_bench_writes_records(tmp_path):
         assert x["params"]["model"] == "resnet18"
     assert "chain_over_whole" in r.stdout
     assert_one_line_error(splitrt("bench", "--only", "nosuch", "--out", str(out)), "unknown benchmark(s) nosuch")
+
+
+def test_serve_and_vehicle_user_errors_are_one_line(tmp_path):
+    from models.segmenter import segment_model
+    from tests.onnx_graphs import chain_model
+
+    chain = tmp_path / "chain"
+    segment_model(chain_model(), chain, name="chain", source={}, granularity="op")
+    dead = "tcp://127.0.0.1:9"
+    assert_one_line_error(splitrt("vehicle", "--segments", str(tmp_path / "nowhere"), "--edge", dead), "no manifest at")
+    assert_one_line_error(
+        splitrt("vehicle", "--segments", str(chain), "--edge", dead, "--decider", "fixed:99"),
+        "--decider 'fixed:99': cut must be 0..",
+    )
+    assert_one_line_error(
+        splitrt("vehicle", "--segments", str(chain), "--edge", dead, "--arrivals", "poisson:-1"),
+        "--arrivals must be per-slot or poisson:RATE",
+    )
+    assert_one_line_error(
+        splitrt("vehicle", "--segments", str(chain), "--edge", "not-an-endpoint", "--slots", "1"),
+        "--edge 'not-an-endpoint' is not a valid ZeroMQ endpoint",
+    )
+    assert_one_line_error(
+        splitrt("serve", "--segments", str(chain), "--bind", "tcp://256.0.0.1:1"), "cannot bind tcp://256.0.0.1:1"
+    )
+    assert_one_line_error(splitrt("serve", "--segments", str(chain), str(chain)), "model 'chain' is given twice")
+    r = splitrt("serve", "--segments", str(chain), "--role", "cloud")
+    assert r.returncode == 2 and "--role" in r.stderr
+
+
+def test_runtime_benchmarks_write_records(tmp_path, exports):
+    work = tmp_path / "work"
+    (work / "exports").mkdir(parents=True)
+    (work / "exports" / "resnet18").symlink_to(exports.get("resnet18").directory)
+    out = tmp_path / "results.json"
+    r = splitrt("bench", "--only", "link,encoding", "--quick", "--work", str(work), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    records = json.loads(out.read_text())
+    ratios = {x["params"]["bytes"]: x["value"] for x in records if x["figure"] == "goodput_over_raw"}
+    assert sorted(ratios) == [4096, 102400, 819200, 3145728] and all(v > 0 for v in ratios.values())
+    saved = {(x["params"]["cut"], x["params"]["encoding"]): x["value"] for x in records if x["figure"] == "bytes_saved"}
+    assert len(saved) == 6 and {v for (_, e), v in saved.items() if e == "fp16"} == {0.5}
+    assert {v for (_, e), v in saved.items() if e == "int8"} == {0.75}
+    agreement = [x["value"] for x in records if x["figure"] == "top1_agreement"]
+    assert all(0.0 <= v <= 1.0 for v in agreement)
+
+
+def test_profile_records_the_speed_emulation(tmp_path):
+    from edge_runtime.speed import cgroup_root
+    from models.segmenter import segment_model
+    from tests.onnx_graphs import chain_model
+
+    chain = tmp_path / "chain"
+    segment_model(chain_model(), chain, name="chain", source={}, granularity="op")
+    out = tmp_path / "p.json"
+    r = splitrt("profile", "--segments", str(chain), "--runs", "3", "--speed-factor", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    device = json.loads(out.read_text())["device"]
+    expected = "cgroup" if cgroup_root() is not None else "stretch"  # --speed-mode auto
+    assert (device["speed_factor"], device["speed_mode"]) == (2.0, expected)
+    assert f"speed factor 2 ({expected})" in r.stdout

@@ -25,6 +25,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=1.0,
         help="emulate a device this many times slower (see `splitrt vehicle --speed-factor`)",
     )
+    p.add_argument(
+        "--speed-mode",
+        choices=["auto", "cgroup", "stretch"],
+        default="auto",
+        help="how --speed-factor slows the device: CPU cgroup quota, or idling after each segment "
+        "(auto: cgroup where allowed)",
+    )
     p.add_argument("--out", type=Path, default=None, metavar="FILE", help="profile JSON (default: DIR/profile.json)")
 
 
@@ -41,6 +48,7 @@ def main(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         spinning=args.spinning,
         speed_factor=args.speed_factor,
+        speed_mode=args.speed_mode,
     )
     out = args.out or (args.segments / "profile.json")
     out.parent.mkdir(parents=True, exist_ok=True)

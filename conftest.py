@@ -1,4 +1,5 @@
-"""Shared fixtures: exports are made once per test session and reused read-only."""
+"""Fixtures shared by tests/ and hil_tests/: exports are made once per test session and reused
+read-only (a root conftest, so one pytest run exports each model once for both suites)."""
 
 from __future__ import annotations
 

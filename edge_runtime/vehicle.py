@@ -1,0 +1,659 @@
+"""The client vehicle: generates DNN tasks, decides each split, runs the head, offloads the tail.
+
+Per task (SYSTEM_MODEL.md "DNN partitioning", eqs 7-8, 17):
+
+1. The task arrives (one per slot at the slot start, the paper's default, or Poisson) with an
+   input from a fixed seeded pool, and the `Decider` picks (cut, node) from a `DecisionContext`:
+   the eq (53) observation built from the local backlog Q_loc (FLOPs of the head/tail work in the
+   local queue, running job included) and each node's backlog from its latest reply (state replies
+   are requested at every slot start; results carry the backlog at arrival; the newest wins).
+   Positions are 0 until mobility is wired in. ``node_ok`` is whether the node's socket has a
+   live connection.
+2. Cut n: the whole model runs in the local FIFO (outcome ``local``). Cut 0: the raw input is
+   encoded and sent at once (the paper's d_loc = 0 for phi = 1). Otherwise the head [0, cut)
+   runs in the local FIFO, is encoded there, and is sent.
+3. The node's result completes the task (``remote``). On timeout, ``busy``, an error reply, or no
+   connection to the node, the vehicle runs the tail [cut, n) itself from the tensor it had
+   reached (``fallback``; the tail job goes to the front of the local FIFO, it is the oldest work).
+
+One DEALER socket per edge node (``ZMQ_IMMEDIATE``: a send to a node with no live connection
+fails at once instead of queueing, and ZeroMQ reconnects in the background, so a restarted node
+is used again as soon as it is back). Replies to tasks that already fell back are counted as
+``late_replies`` and dropped. The local worker is one thread (the vehicle's CPU); the calling
+thread owns the sockets. Every generated task ends as exactly one record (edge_runtime.records),
+also when the run is interrupted (SIGINT/SIGTERM: no new tasks; offloads in flight fall back
+with reason ``shutdown``; the local queue is finished).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from edge_runtime import observation as obs_layout
+from edge_runtime.decision import Decider, DecisionContext, make_decider
+from edge_runtime.errors import SplitrtError
+from edge_runtime.manifest import Manifest
+from edge_runtime.records import DURATION_KEYS, RecordSink
+from edge_runtime.segments import SegmentRunner, open_session
+from edge_runtime.server import node_backlog_flops
+from edge_runtime.speed import SpeedEmulation
+from edge_runtime.wire import (
+    ENCODINGS,
+    Encoded,
+    Header,
+    WireError,
+    decode_payload,
+    encode_tensor,
+    pack,
+    tensor_header,
+    unpack,
+)
+
+log = logging.getLogger(__name__)
+
+INPUT_POOL = 8
+VERIFY_RTOL = 1e-4
+_INPROC = "inproc://splitrt-vehicle-{}"
+
+
+def parse_arrivals(spec: str) -> tuple[str, float]:
+    """``per-slot`` -> ("per-slot", 1); ``poisson:RATE`` -> ("poisson", RATE tasks per slot)."""
+    if spec == "per-slot":
+        return "per-slot", 1.0
+    kind, _, rate = spec.partition(":")
+    if kind == "poisson":
+        try:
+            value = float(rate)
+        except ValueError:
+            value = -1.0
+        if value > 0:
+            return "poisson", value
+    raise SplitrtError(f"--arrivals must be per-slot or poisson:RATE (mean tasks per slot, > 0), got {spec!r}")
+
+
+def arrival_times(spec: str, slots: int, slot_s: float, rng: np.random.Generator) -> list[tuple[float, int]]:
+    """(offset seconds from the start, slot index) of every task of a run.
+
+    per-slot: one task at the start of each slot (the paper). poisson:RATE: a Poisson process of
+    RATE tasks per slot on average (exponential gaps), over ``slots`` slots.
+    """
+    kind, rate = parse_arrivals(spec)
+    if kind == "per-slot":
+        return [(s * slot_s, s) for s in range(slots)]
+    out = []
+    t = rng.exponential(slot_s / rate)
+    while t < slots * slot_s:
+        out.append((float(t), int(t // slot_s)))
+        t += rng.exponential(slot_s / rate)
+    return out
+
+
+@dataclass(frozen=True)
+class VehicleConfig:
+    """A client vehicle's settings (units in the names)."""
+
+    edges: tuple[str, ...]
+    vehicle_id: str = "v0"
+    decider: str = "greedy"
+    slots: int = 30
+    slot_s: float = 1.0
+    arrivals: str = "per-slot"
+    timeout_s: float = 5.0
+    encoding: str = "fp32"
+    threads: int = 1
+    providers: tuple[str, ...] = ("cpu",)
+    speed_factor: float = 1.0
+    speed_mode: str = "auto"
+    verify: bool = False
+    seed: int = 0
+    connect_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.edges:
+            raise SplitrtError("give at least one --edge tcp://HOST:PORT (node 0 is the RSU by convention)")
+        if self.slots < 0 or not self.slot_s > 0:
+            raise SplitrtError(f"--slots must be >= 0 and --slot-s > 0 s, got {self.slots} and {self.slot_s}")
+        if not self.timeout_s > 0:
+            raise SplitrtError(f"--timeout-s must be positive seconds, got {self.timeout_s}")
+        if self.encoding not in ENCODINGS:
+            raise SplitrtError(f"--encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
+        if not self.vehicle_id or len(self.vehicle_id) > 64:
+            raise SplitrtError(f"--id must be 1..64 characters, got {self.vehicle_id!r}")
+        parse_arrivals(self.arrivals)
+
+
+@dataclass
+class _Task:
+    index: int
+    id: str
+    slot: int
+    x_index: int
+    arrival: float  # perf_counter
+    arrival_unix: float
+    cut: int = 0
+    node: int | None = None
+    observation: list[float] = field(default_factory=list)
+    q_loc_flops: float = 0.0
+    encoding: str = "fp32"
+    head: np.ndarray | None = None  # the tensor at the cut (kept for a fallback)
+    encoded: Encoded | None = None
+    bytes: int = 0
+    t_encoded: float = 0.0
+    t_decided: float = 0.0
+    deadline: float = 0.0
+    t_fail: float = 0.0
+    outcome: str = ""
+    reason: str = ""
+    reply: Header | None = None
+    output: np.ndarray | None = None
+    d: dict[str, float] = field(default_factory=dict)  # duration components
+
+
+class _LocalQueue:
+    """The vehicle's FIFO of local work with its backlog in FLOPs (eq 8's Q_loc)."""
+
+    def __init__(self) -> None:
+        self.cv = threading.Condition()
+        self.jobs: deque[tuple[str, _Task, float, float]] = deque()  # kind, task, flops, queued at
+        self.flops = 0.0
+        self.closed = False
+
+    def put(self, kind: str, task: _Task, flops: float, front: bool = False) -> None:
+        with self.cv:
+            item = (kind, task, flops, time.perf_counter())
+            self.jobs.appendleft(item) if front else self.jobs.append(item)
+            self.flops += flops
+            self.cv.notify()
+
+    def get(self) -> tuple[str, _Task, float, float] | None:
+        with self.cv:
+            while not self.jobs and not self.closed:
+                self.cv.wait()
+            return self.jobs.popleft() if self.jobs else None
+
+    def done(self, flops: float) -> None:
+        with self.cv:
+            self.flops = max(self.flops - flops, 0.0)
+
+    def close(self) -> None:
+        with self.cv:
+            self.closed = True
+            self.cv.notify_all()
+
+
+class Vehicle:
+    """A client vehicle (module docstring). ``run()`` returns every task's record."""
+
+    def __init__(
+        self,
+        config: VehicleConfig,
+        segments: str | Path | Manifest,
+        *,
+        sinks: Sequence[RecordSink] = (),
+        decider: Decider | None = None,
+        runner_speed_factor: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.manifest = segments if isinstance(segments, Manifest) else Manifest.load(segments)
+        m = self.manifest
+        self.n = m.n_segments
+        self.n_nodes = len(config.edges)
+        self.runner = SegmentRunner(
+            m, providers=config.providers, threads=config.threads, speed_factor=runner_speed_factor
+        )
+        self.decider = decider or make_decider(config.decider, m.n_cuts, self.n_nodes)
+        self.sinks = list(sinks)
+        self.records: list[dict[str, Any]] = []
+        self.counters = {"generated": 0, "late_replies": 0, "bad_replies": 0, "state_replies": 0}
+        self._cut_bytes = m.cut_bytes()
+        self._flops_before = m.flops_before().astype(np.float64)
+        self._flops_after = m.flops_after().astype(np.float64)
+        rng = np.random.default_rng(config.seed)
+        self._inputs = [rng.standard_normal(m.input.shape).astype(m.input.dtype) for _ in range(INPUT_POOL)]
+        self._references = self._reference_outputs() if config.verify else None
+        self._local = _LocalQueue()
+        self._lock = threading.Lock()  # records, open-task bookkeeping
+        self._open: dict[str, _Task] = {}
+        self._stop = threading.Event()
+        self._ctx = zmq.Context.instance()
+        self._inproc = _INPROC.format(id(self))
+        self._node_backlog = np.zeros(self.n_nodes)
+        self._node_names: list[str | None] = [None] * self.n_nodes
+        self._inflight: list[dict[str, _Task]] = [{} for _ in range(self.n_nodes)]
+        self._dealers: list[zmq.Socket] = []
+
+    def _reference_outputs(self) -> list[np.ndarray]:
+        """The whole model's output for every pool input (unsplit file if the export kept it)."""
+        whole = self.manifest.whole_path()
+        if whole is None:
+            return [self.runner.run(x) for x in self._inputs]
+        session = open_session(whole, providers=self.config.providers, threads=self.config.threads)
+        return [session.run(None, {self.manifest.input.name: x})[0] for x in self._inputs]
+
+    def stop(self) -> None:
+        """Stop generating tasks; finish the open ones (thread-safe)."""
+        self._stop.set()
+
+    # ---- sockets ---------------------------------------------------------------------------
+    def _dealer(self, endpoint: str) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        sock.setsockopt(zmq.SNDHWM, 1000)
+        sock.setsockopt_string(zmq.ROUTING_ID, f"{self.config.vehicle_id}-{id(sock):x}")
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise SplitrtError(f"--edge {endpoint!r} is not a valid ZeroMQ endpoint: {exc}") from None
+        return sock
+
+    def _connected(self, j: int) -> bool:
+        return bool(self._dealers[j].getsockopt(zmq.EVENTS) & zmq.POLLOUT)
+
+    def _wait_connected(self) -> None:
+        deadline = time.perf_counter() + self.config.connect_s
+        while time.perf_counter() < deadline:
+            if all(self._connected(j) for j in range(self.n_nodes)):
+                return
+            time.sleep(0.01)
+        missing = [self.config.edges[j] for j in range(self.n_nodes) if not self._connected(j)]
+        log.warning("%s: no connection yet to %s (tasks sent there fall back)", self.config.vehicle_id, missing)
+
+    def _request_states(self) -> None:
+        frames = pack(Header(kind="state_request", vehicle=self.config.vehicle_id))
+        for sock in self._dealers:
+            # Not connected: the node's backlog stays what we last heard.
+            with contextlib.suppress(zmq.ZMQError):
+                sock.send_multipart(frames, zmq.NOBLOCK)
+
+    # ---- main loop -------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        cfg = self.config
+        schedule = deque(arrival_times(cfg.arrivals, cfg.slots, cfg.slot_s, np.random.default_rng(cfg.seed + 1)))
+        self._dealers = [self._dealer(e) for e in cfg.edges]
+        pull = self._ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        pull.bind(self._inproc)
+        worker = threading.Thread(target=self._worker, name=f"{cfg.vehicle_id}-worker", daemon=True)
+        worker.start()
+        restore = self._install_signals()
+        poller = zmq.Poller()
+        poller.register(pull, zmq.POLLIN)
+        for sock in self._dealers:
+            poller.register(sock, zmq.POLLIN)
+        try:
+            self._wait_connected()
+            self._request_states()
+            t0 = time.perf_counter()
+            next_slot = 1
+            stopping = False
+            while True:
+                now = time.perf_counter()
+                if self._stop.is_set() and not stopping:
+                    stopping = True
+                    schedule.clear()
+                    self._fallback_all("shutdown", now)
+                while schedule and t0 + schedule[0][0] <= now:
+                    offset, slot = schedule.popleft()
+                    self._arrive(slot, t0 + offset)
+                if not stopping and next_slot < cfg.slots and now >= t0 + next_slot * cfg.slot_s:
+                    next_slot = int((now - t0) / cfg.slot_s) + 1
+                    self._request_states()
+                self._expire(now)
+                with self._lock:
+                    idle = not self._open
+                if idle and not schedule:
+                    break
+                wake = [now + 0.05]
+                if schedule:
+                    wake.append(t0 + schedule[0][0])
+                if next_slot < cfg.slots:
+                    wake.append(t0 + next_slot * cfg.slot_s)
+                deadlines = [t.deadline for inflight in self._inflight for t in inflight.values()]
+                if deadlines:
+                    wake.append(min(deadlines))
+                timeout_ms = max(0.0, min(wake) - time.perf_counter()) * 1e3
+                for sock, _ in poller.poll(timeout_ms):
+                    if sock is pull:
+                        self._send_ready(pull)
+                    else:
+                        self._receive(self._dealers.index(sock))
+        finally:
+            self._local.close()
+            worker.join(timeout=10.0)
+            pull.close(0)
+            for sock in self._dealers:
+                sock.close(0)
+            restore()
+        return self.records
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, _frame):
+            log.info("%s: signal %d: no new tasks, finishing the open ones", self.config.vehicle_id, signum)
+            self.stop()
+
+        for s in previous:
+            signal.signal(s, handler)
+
+        def restore() -> None:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+        return restore
+
+    # ---- arrivals and decisions ------------------------------------------------------------
+    def decision_context(self, slot: int) -> DecisionContext:
+        """What the decider sees now (eq 53 observation, cut sizes, FLOPs, reachable nodes)."""
+        with self._local.cv:
+            q_loc = self._local.flops
+        obs = obs_layout.build_observation(
+            q_loc, self._node_backlog[0], self._node_backlog[1:], 0.0, np.zeros(self.n_nodes - 1)
+        )
+        return DecisionContext(
+            observation=obs,
+            cut_bytes=self._cut_bytes,
+            flops_before=self._flops_before,
+            flops_after=self._flops_after,
+            node_ok=np.array([self._connected(j) for j in range(self.n_nodes)], dtype=bool),
+            model=self.manifest.model,
+            slot=slot,
+        )
+
+    def _arrive(self, slot: int, arrival: float) -> None:
+        cfg = self.config
+        index = self.counters["generated"]
+        self.counters["generated"] += 1
+        task = _Task(
+            index=index,
+            id=f"{cfg.vehicle_id}-{index}",
+            slot=slot,
+            x_index=index % INPUT_POOL,
+            arrival=arrival,
+            arrival_unix=time.time() - (time.perf_counter() - arrival),
+        )
+        ctx = self.decision_context(slot)
+        try:
+            cut, node = (int(v) for v in self.decider.decide(ctx))
+            if not (0 <= cut <= self.n and 0 <= node < self.n_nodes):
+                raise ValueError(f"(cut {cut}, node {node}) is outside cuts 0..{self.n}, nodes 0..{self.n_nodes - 1}")
+        except Exception as exc:  # a broken decider must not lose the task: run it locally, say why
+            log.error("%s: decider %s failed on task %s: %s", cfg.vehicle_id, self.decider.name, task.id, exc)
+            cut, node = self.n, 0
+            task.reason = f"decider: {type(exc).__name__}: {exc}"
+        task.t_decided = time.perf_counter()
+        task.d["decide_s"] = task.t_decided - arrival
+        task.cut = cut
+        task.node = None if cut == self.n else node
+        task.observation = [float(v) for v in ctx.observation]
+        task.q_loc_flops = float(ctx.observation[obs_layout.Q_LOC])
+        spec = self.manifest.cut_spec(task.cut)
+        task.encoding = cfg.encoding if np.dtype(spec.dtype).kind == "f" else "fp32"
+        with self._lock:
+            self._open[task.id] = task
+        if task.cut == 0:
+            x = self._inputs[task.x_index]
+            task.d["local_compute_s"] = 0.0
+            start = time.perf_counter()
+            task.head = x
+            task.encoded = encode_tensor(x, task.encoding)
+            task.bytes = task.encoded.nbytes
+            task.t_encoded = time.perf_counter()
+            task.d["local_wait_s"] = start - task.t_decided
+            task.d["encode_s"] = task.t_encoded - start
+            self._send(task)
+        else:
+            self._local.put("head", task, float(self._flops_before[task.cut]))
+
+    # ---- local worker ----------------------------------------------------------------------
+    def _worker(self) -> None:
+        push = self._ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(self._inproc)
+        try:
+            while (job := self._local.get()) is not None:
+                kind, task, flops, _queued = job
+                try:
+                    if kind == "head":
+                        self._run_head(task, push)
+                    else:
+                        self._run_tail(task)
+                finally:
+                    self._local.done(flops)
+        finally:
+            push.close()
+
+    def _run_head(self, task: _Task, push: zmq.Socket) -> None:
+        start = time.perf_counter()
+        task.d["local_wait_s"] = start - task.t_decided
+        try:
+            head = self.runner.run(self._inputs[task.x_index], 0, task.cut)
+        except Exception as exc:
+            task.d["local_compute_s"] = time.perf_counter() - start
+            self._finish(task, "failed", f"local: {type(exc).__name__}: {exc}", time.perf_counter())
+            return
+        end = time.perf_counter()
+        task.d["local_compute_s"] = end - start
+        if task.cut == self.n:
+            task.output = head
+            self._finish(task, "local", task.reason, end)
+            return
+        task.head = head
+        task.encoded = encode_tensor(head, task.encoding)
+        task.bytes = task.encoded.nbytes
+        task.t_encoded = time.perf_counter()
+        task.d["encode_s"] = task.t_encoded - end
+        push.send_string(task.id)
+
+    def _run_tail(self, task: _Task) -> None:
+        start = time.perf_counter()
+        task.d["local_wait_s"] = task.d.get("local_wait_s", 0.0) + (start - task.t_fail)
+        assert task.head is not None
+        try:
+            task.output = self.runner.run(task.head, task.cut, self.n)
+            outcome, reason = "fallback", task.reason
+        except Exception as exc:
+            outcome, reason = "failed", f"{task.reason}; local: {type(exc).__name__}: {exc}"
+        end = time.perf_counter()
+        task.d["local_compute_s"] = task.d.get("local_compute_s", 0.0) + (end - start)
+        self._finish(task, outcome, reason, end)
+
+    # ---- the link --------------------------------------------------------------------------
+    def _send_ready(self, pull: zmq.Socket) -> None:
+        while True:
+            try:
+                task_id = pull.recv_string(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            with self._lock:
+                task = self._open.get(task_id)
+            if task is not None:
+                self._send(task)
+
+    def _send(self, task: _Task) -> None:
+        assert task.encoded is not None and task.node is not None
+        enc = task.encoded
+        header = tensor_header(
+            "task",
+            enc,
+            id=task.id,
+            vehicle=self.config.vehicle_id,
+            model=self.manifest.model,
+            digest=self.manifest.digest,
+            cut=task.cut,
+            sent=time.time(),
+        )
+        if self._stop.is_set():
+            self._fail_remote(task, "shutdown", time.perf_counter())
+            return
+        try:
+            self._dealers[task.node].send_multipart(pack(header, enc.payload), zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:
+            reason = "unreachable" if exc.errno == zmq.EAGAIN else f"unreachable: {exc}"
+            self._fail_remote(task, reason, time.perf_counter())
+            return
+        task.deadline = time.perf_counter() + self.config.timeout_s
+        self._inflight[task.node][task.id] = task
+
+    def _receive(self, j: int) -> None:
+        sock = self._dealers[j]
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            received = time.perf_counter()
+            try:
+                header, payload = unpack(frames)
+            except WireError as exc:
+                self.counters["bad_replies"] += 1
+                log.warning("%s: bad reply from %s: %s", self.config.vehicle_id, self.config.edges[j], exc)
+                continue
+            if header.node:
+                self._node_names[j] = header.node
+            if header.kind == "state":
+                self.counters["state_replies"] += 1
+                self._node_backlog[j] = node_backlog_flops(header.state, self.manifest.model)
+                continue
+            task = self._inflight[j].pop(header.id, None)
+            if task is None:
+                if header.kind == "error" and not header.id:
+                    log.warning("%s: error from %s: %s", self.config.vehicle_id, self.config.edges[j], header.message)
+                self.counters["late_replies"] += 1
+                continue
+            if header.kind == "result":
+                self._complete_remote(task, header, payload, received)
+            elif header.kind == "busy":
+                self._fail_remote(task, "busy", received)
+            elif header.kind == "error":
+                self._fail_remote(task, f"error:{header.code}: {header.message}", received)
+            else:
+                self._fail_remote(task, f"error:unknown_kind: node replied {header.kind!r}", received)
+
+    def _complete_remote(self, task: _Task, header: Header, payload: Any, received: float) -> None:
+        spec = self.manifest.output
+        try:
+            if header.dtype != spec.dtype or tuple(header.shape) != spec.shape:
+                raise WireError(
+                    "shape_mismatch",
+                    f"result is {header.dtype}{list(header.shape)}, expected {spec.dtype}{list(spec.shape)}",
+                )
+            output = np.array(decode_payload(header, payload))
+        except WireError as exc:
+            self.counters["bad_replies"] += 1
+            self._fail_remote(task, f"error:bad_result: {exc}", received)
+            return
+        done = time.perf_counter()
+        server = header.server
+        server_s = float(server.get("server_s", 0.0))
+        wait_s = float(server.get("wait_s", 0.0))
+        compute_s = float(server.get("compute_s", 0.0))
+        task.d["transfer_s"] = (received - task.t_encoded) - server_s
+        task.d["remote_wait_s"] = wait_s
+        task.d["remote_compute_s"] = compute_s
+        task.d["remote_other_s"] = server_s - wait_s - compute_s
+        task.d["decode_s"] = done - received
+        task.reply = header
+        task.output = output
+        if "backlog_flops" in server and task.node is not None:
+            self._node_backlog[task.node] = float(server["backlog_flops"])
+        self._finish(task, "remote", "", done)
+
+    def _fail_remote(self, task: _Task, reason: str, now: float) -> None:
+        """The offload failed: time lost on the link so far, then the tail goes to the local FIFO."""
+        task.t_fail = now
+        task.d["transfer_s"] = now - task.t_encoded
+        task.reason = reason
+        task.encoded = None
+        log.info("%s: task %s falls back (%s)", self.config.vehicle_id, task.id, reason)
+        self._local.put("tail", task, float(self._flops_after[task.cut]), front=True)
+
+    def _expire(self, now: float) -> None:
+        for inflight in self._inflight:
+            for task_id in [tid for tid, t in inflight.items() if t.deadline <= now]:
+                self._fail_remote(inflight.pop(task_id), "timeout", now)
+
+    def _fallback_all(self, reason: str, now: float) -> None:
+        for inflight in self._inflight:
+            for task in list(inflight.values()):
+                self._fail_remote(task, reason, now)
+            inflight.clear()
+
+    # ---- completion ------------------------------------------------------------------------
+    def _finish(self, task: _Task, outcome: str, reason: str, done: float) -> None:
+        record = self._record(task, outcome, reason, done)
+        with self._lock:
+            self._open.pop(task.id, None)
+            self.records.append(record)
+            for sink in self.sinks:
+                sink(record)
+
+    def _record(self, task: _Task, outcome: str, reason: str, done: float) -> dict[str, Any]:
+        d = {k: float(task.d.get(k, 0.0)) for k in DURATION_KEYS}
+        server = task.reply.server if task.reply is not None and outcome == "remote" else {}
+        max_err: float | None = None
+        verified: bool | None = None
+        if self._references is not None and task.output is not None:
+            ref = self._references[task.x_index]
+            max_err = float(np.max(np.abs(task.output.astype(np.float64) - ref)))
+            if task.encoding == "fp32" or outcome != "remote":  # a lossy payload is not expected to match
+                verified = max_err <= VERIFY_RTOL * max(float(np.max(np.abs(ref))), 1e-12)
+        total = done - task.arrival
+        return {
+            "task_id": task.id,
+            "vehicle_id": self.config.vehicle_id,
+            "index": task.index,
+            "slot": task.slot,
+            "model": self.manifest.model,
+            "digest": self.manifest.digest,
+            "decider": self.decider.name,
+            "cut": task.cut,
+            "node": task.node,
+            "edge": None if task.node is None else self.config.edges[task.node],
+            "node_name": None if task.node is None else self._node_names[task.node],
+            "encoding": task.encoding,
+            "bytes": task.bytes,
+            "outcome": outcome,
+            "reason": reason,
+            "arrival_unix_s": task.arrival_unix,
+            "completion_unix_s": task.arrival_unix + total,
+            "total_s": total,
+            **d,
+            "remote_backlog_tasks": server.get("backlog_tasks"),
+            "remote_backlog_flops": server.get("backlog_flops"),
+            "remote_backlog_s": server.get("backlog_s"),
+            "q_loc_flops": task.q_loc_flops,
+            "observation": task.observation,
+            "verified": verified,
+            "max_abs_err": max_err,
+        }
+
+
+def run_vehicle(config: VehicleConfig, segments: str | Path, *, sinks: Sequence[RecordSink] = ()) -> list[dict]:
+    """Set up the speed emulation, run the vehicle, return its records."""
+    emulation = SpeedEmulation(config.speed_factor, config.speed_mode, cpus=config.threads)
+    factor = emulation.apply()
+    try:
+        return Vehicle(config, segments, sinks=sinks, runner_speed_factor=factor).run()
+    finally:
+        emulation.close()

@@ -1,0 +1,143 @@
+"""Real-process fixtures: `splitrt serve` / `splitrt vehicle` as subprocesses on loopback ports.
+
+Every process is started in its own session and killed (with its group) when the test ends,
+whatever happened; every wait has a hard timeout, so a hang is a failure, never a stuck suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from edge_runtime.wire import Header, pack, unpack
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the OS picks it; tiny race until the server binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """One `python -m tools.cli ...` subprocess with its output in files."""
+
+    def __init__(self, name: str, args: list[str], workdir: Path) -> None:
+        self.name = name
+        self.out = workdir / f"{name}.out"
+        self.err = workdir / f"{name}.err"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "tools.cli", "--log-level", "INFO", *args],
+                cwd=ROOT,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def wait_for(self, needle: str, timeout_s: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while needle not in self.stdout():
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.name} exited ({self.popen.returncode}):\n{self.stderr()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: no {needle!r} after {timeout_s} s:\n{self.stderr()[-3000:]}")
+            time.sleep(0.05)
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} still running after {timeout_s} s:\n{self.stderr()[-3000:]}") from None
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=30)
+
+
+class Procs:
+    """Starts servers and vehicles; `stop_all` kills whatever is still running."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.items: list[Proc] = []
+
+    def start(self, name: str, *args: str) -> Proc:
+        proc = Proc(name, [str(a) for a in args], self.workdir)
+        self.items.append(proc)
+        return proc
+
+    def server(self, name: str, segments: list[Path], *extra: str, port: int | None = None) -> tuple[Proc, str]:
+        endpoint = f"tcp://127.0.0.1:{port or free_port()}"
+        proc = self.start(name, "serve", "--segments", *segments, "--bind", endpoint, "--name", name, *extra)
+        proc.wait_for("listening ")
+        return proc, endpoint
+
+    def vehicle(self, name: str, segments: Path, edges: list[str], *extra: str) -> tuple[Proc, Path]:
+        out = self.workdir / f"{name}.jsonl"
+        edge_args = [a for e in edges for a in ("--edge", e)]
+        proc = self.start(
+            name, "vehicle", "--segments", segments, *edge_args, "--id", name, "--out", out, "--verify", *extra
+        )
+        return proc, out
+
+    def stop_all(self) -> None:
+        for proc in self.items:
+            proc.kill()
+
+
+@pytest.fixture
+def procs(tmp_path):
+    manager = Procs(tmp_path)
+    try:
+        yield manager
+    finally:
+        manager.stop_all()
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def request_state(endpoint: str, timeout_ms: int = 10_000) -> dict:
+    """A state request over the wire, as a controller or telemetry process would send it."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart(pack(Header(kind="state_request")))
+        assert sock.poll(timeout_ms), f"no state reply from {endpoint}"
+        header, _ = unpack(sock.recv_multipart())
+        assert header.kind == "state", header
+        return header.state
+    finally:
+        sock.close(0)
+
+
+@pytest.fixture(scope="session")
+def small_models(exports) -> dict[str, Path]:
+    """Three small DNN types for real-process runs (exports shared with tests/)."""
+    return {name: exports.get(name).directory for name in ("resnet18", "alexnet", "mobilenet_v2")}

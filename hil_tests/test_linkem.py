@@ -1,0 +1,79 @@
+"""Network namespaces + tc shaping really limit throughput, follow rate changes, and clean up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools.linkem import Topology, availability, list_namespaces
+
+OK, WHY = availability()
+pytestmark = pytest.mark.skipif(not OK, reason=f"link emulation unavailable: {WHY}")
+BULK = str(Path(__file__).with_name("bulk_transfer.py"))
+
+
+def measure(topo: Topology, link, seconds: float = 1.5) -> float:
+    srv = subprocess.Popen(
+        topo.exec_prefix("rsu") + [sys.executable, BULK, "server", link.ip_b, "5001"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        subprocess.run(
+            topo.exec_prefix("cv0") + [sys.executable, BULK, "client", link.ip_b, "5001", str(seconds)],
+            check=True,
+            timeout=30,
+        )
+        return float(srv.stdout.readline())
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+@pytest.mark.timeout(120)
+def test_shaping_limits_throughput_and_follows_rate_changes():
+    with Topology() as topo:
+        topo.add_namespace("rsu")
+        topo.add_namespace("cv0")
+        link = topo.add_link("cv0", "rsu")
+        for rate in (20e6, 80e6):  # a rate change "between slots"
+            topo.set_rate(link, rate)
+            got = measure(topo, link)
+            assert 0.9 * rate <= got <= 1.05 * rate, f"set {rate:.0f} bit/s, measured {got:.0f}"
+        assert any("tbf" in q and "to-cv0" in q for q in topo.qdiscs())
+        name = topo.tag
+    assert not [ns for ns in list_namespaces() if ns.startswith(name)]
+
+
+def probe(topo: Topology, ip: str) -> str:
+    """Name of the exception a TCP connect from cv0 to ``ip`` raises."""
+    code = (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(({ip!r}, 9), timeout=1)\n"
+        "    print('connected')\n"
+        "except OSError as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    r = subprocess.run(
+        topo.exec_prefix("cv0") + [sys.executable, "-c", code], capture_output=True, text=True, timeout=20
+    )
+    return r.stdout.strip()
+
+
+@pytest.mark.timeout(60)
+def test_blackout_and_cleanup_after_an_exception():
+    with pytest.raises(RuntimeError), Topology() as topo:
+        topo.add_namespace("rsu")
+        topo.add_namespace("cv0")
+        link = topo.add_link("cv0", "rsu")
+        assert probe(topo, link.ip_b) == "ConnectionRefusedError"  # reachable, nobody listening
+        topo.set_down(link)
+        assert probe(topo, link.ip_b) != "ConnectionRefusedError"  # blacked out: unreachable
+        topo.set_down(link, down=False)
+        assert probe(topo, link.ip_b) == "ConnectionRefusedError"
+        tag = topo.tag
+        raise RuntimeError("crash inside the experiment")
+    assert not [ns for ns in list_namespaces() if ns.startswith(tag)]

@@ -1,0 +1,46 @@
+"""Telemetry schema: topics round trip, payload checks (no broker needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_runtime.errors import SplitrtError
+from edge_runtime.telemetry import KINDS, MAX_PAYLOAD_BYTES, BrokerAddress, decode, encode, parse_topic, topic
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_topic_round_trip(kind):
+    ident = None if kind in ("controller", "slot", "event") else "veh-3"
+    name = topic("exp1", kind, ident)
+    assert parse_topic(name) == ("exp1", kind, ident)
+
+
+def test_payload_round_trip_and_schema():
+    msg = decode(encode("task", {"task_id": "v1-7", "total_s": 0.25}))
+    assert msg["schema"] == 1 and msg["kind"] == "task" and msg["task_id"] == "v1-7"
+    assert msg["sent_at"] > 0
+
+
+def test_bad_payloads_are_refused():
+    with pytest.raises(SplitrtError, match="never carries tensors"):
+        encode("task", {"blob": "x" * MAX_PAYLOAD_BYTES})
+    with pytest.raises(SplitrtError, match="not plain JSON"):
+        encode("task", {"x": float("nan")})
+    with pytest.raises(SplitrtError, match="not JSON"):
+        decode(b"\xff\x00")
+    with pytest.raises(SplitrtError, match="expected 1"):
+        decode(json.dumps({"schema": 2, "kind": "task"}).encode())
+    with pytest.raises(SplitrtError, match="not a splitrt topic"):
+        parse_topic("other/exp/node/x/state")
+    with pytest.raises(SplitrtError, match="unknown telemetry kind"):
+        topic("e", "tensor")
+
+
+def test_broker_urls():
+    a = BrokerAddress.parse("mqtt://user:pw@10.0.0.2:1884")
+    assert (a.host, a.port, a.tls, a.username, a.password) == ("10.0.0.2", 1884, False, "user", "pw")
+    assert BrokerAddress.parse("mqtts://broker").port == 8883
+    with pytest.raises(SplitrtError, match="must look like"):
+        BrokerAddress.parse("http://x:1")

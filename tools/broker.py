@@ -1,0 +1,184 @@
+"""The experiment's embedded MQTT broker: mosquitto when it is on the PATH, else amqtt in-process.
+
+`start_broker()` returns a running `EmbeddedBroker`; ``stop()`` (or the context manager) ends it.
+mosquitto (Debian's package; starts in ~35 ms) runs as a child process with a generated config
+that listens on 127.0.0.1 (or the given host) only. amqtt (pure Python, PyPI) runs on its own
+asyncio loop in a daemon thread of this process; it speaks MQTT v3.1.1 only, which is what
+edge_runtime.telemetry uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from edge_runtime.errors import SplitrtError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("auto", "mosquitto", "amqtt")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(host: str, port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.01)
+    return False
+
+
+class EmbeddedBroker:
+    """A running broker. ``kind`` is 'mosquitto' or 'amqtt'; ``url`` is mqtt://host:port."""
+
+    def __init__(self, kind: str, host: str, port: int) -> None:
+        self.kind, self.host, self.port = kind, host, port
+        self._proc: subprocess.Popen | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._broker = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    # ---- mosquitto ----------------------------------------------------------------------
+    def _start_mosquitto(self, exe: str, netns: str | None) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="splitrt-mosq-")
+        conf = Path(self._tmp.name) / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
+            "log_dest stderr\nlog_type error\nmax_queued_messages 10000\n"
+        )
+        cmd = [exe, "-c", str(conf)]
+        if netns:
+            cmd = ["ip", "netns", "exec", netns, *cmd]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+    # ---- amqtt --------------------------------------------------------------------------
+    def _start_amqtt(self) -> None:
+        try:
+            from amqtt.broker import Broker
+        except ImportError:
+            raise SplitrtError(
+                "no MQTT broker: mosquitto is not on the PATH and amqtt is not installed "
+                "(apt-get install mosquitto, or pip install amqtt)"
+            ) from None
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+        errors: list[BaseException] = []
+
+        def serve() -> None:
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._broker = Broker(config, loop=self._loop)
+                self._loop.run_until_complete(self._broker.start())
+            except BaseException as exc:  # reported to the starting thread
+                errors.append(exc)
+                started.set()
+                return
+            started.set()
+            self._loop.run_forever()
+
+        logging.getLogger("amqtt").setLevel(logging.ERROR)
+        self._thread = threading.Thread(target=serve, name="amqtt-broker", daemon=True)
+        self._thread.start()
+        started.wait(10)
+        if errors:
+            raise SplitrtError(f"amqtt broker failed to start on {self.host}:{self.port}: {errors[0]}")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+            self._proc = None
+        if self._loop is not None and self._broker is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop).result(5)
+            except Exception as exc:  # already stopped or loop gone: nothing left to release
+                log.debug("amqtt shutdown: %s", exc)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(5)
+            self._loop = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def kill(self) -> None:
+        """Stop abruptly (fault injection): the process is killed, or amqtt's loop stopped."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(5)
+            self._proc = None
+        else:
+            self.stop()
+
+    @property
+    def alive(self) -> bool:
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_broker(
+    kind: str = "auto",
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    netns: str | None = None,
+    timeout_s: float = 10.0,
+) -> EmbeddedBroker:
+    """Start an embedded broker and wait until it accepts connections."""
+    if kind not in KINDS:
+        raise SplitrtError(f"broker kind {kind!r} is not one of {', '.join(KINDS)}")
+    exe = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
+    if kind == "mosquitto" and exe is None:
+        raise SplitrtError("mosquitto is not installed (apt-get install mosquitto)")
+    use = "mosquitto" if (kind == "mosquitto" or (kind == "auto" and exe)) else "amqtt"
+    if use == "amqtt" and netns:
+        raise SplitrtError("the in-process amqtt broker cannot run inside a network namespace; install mosquitto")
+    broker = EmbeddedBroker(use, host, port or free_port(host if not netns else "127.0.0.1"))
+    if use == "mosquitto":
+        broker._start_mosquitto(exe, netns)
+    else:
+        broker._start_amqtt()
+    if netns is None and not wait_listening(broker.host, broker.port, timeout_s):
+        err = (
+            broker._proc.stderr.read().decode(errors="replace")[-300:]
+            if broker._proc and broker._proc.poll() is not None
+            else ""
+        )
+        broker.stop()
+        raise SplitrtError(f"{use} broker did not start listening on {broker.host}:{broker.port} {err}".strip())
+    log.info("embedded %s broker at %s", use, broker.url)
+    return broker
