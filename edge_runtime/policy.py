@@ -51,7 +51,9 @@ class OnDevicePolicy:
             raise SplitrtError(f"cannot read policy metadata {meta_path}: {exc}") from None
         if self.meta.get("format_version") != POLICY_VERSION:
             raise SplitrtError(f"policy {meta_path}: format_version must be {POLICY_VERSION}")
-        missing = [k for k in ("method", "steps", "n_nodes", "obs_dim", "max_actions", "types", "onnx") if k not in self.meta]
+        missing = [
+            k for k in ("method", "steps", "n_nodes", "obs_dim", "max_actions", "types", "onnx") if k not in self.meta
+        ]
         if missing:
             raise SplitrtError(f"policy {meta_path}: missing field(s) {', '.join(missing)}")
         onnx_path = directory / self.meta["onnx"]
@@ -107,30 +109,40 @@ class OnDevicePolicy:
         onehot[np.arange(len(models)), [self.types.index(m) for m in models]] = 1.0
         return onehot
 
-    def run(self, obs: np.ndarray, type_onehot: np.ndarray, mask: np.ndarray,
-            noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def run(
+        self, obs: np.ndarray, type_onehot: np.ndarray, mask: np.ndarray, noise: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The raw graph: (q (B, A), action (B,)) from prepared inputs (noise drawn if None)."""
         b = obs.shape[0]
         if noise is None and "noise" in self.input_names:
             noise = self.rng.standard_normal((b, max(self.steps, 1), self.max_actions)).astype(np.float32)
-        feeds = {"obs": np.asarray(obs, np.float32), "type_onehot": np.asarray(type_onehot, np.float32),
-                 "mask": np.asarray(mask, bool), "noise": noise}
+        feeds = {
+            "obs": np.asarray(obs, np.float32),
+            "type_onehot": np.asarray(type_onehot, np.float32),
+            "mask": np.asarray(mask, bool),
+            "noise": noise,
+        }
         q, action = self.session.run(["q", "action"], {k: v for k, v in feeds.items() if k in self.input_names})
         return q, action
 
-    def q_values(self, obs: np.ndarray, models: list[str], node_ok: np.ndarray,
-                 noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def q_values(
+        self, obs: np.ndarray, models: list[str], node_ok: np.ndarray, noise: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(q (B, A), action (B,)) for a batch of observations."""
         obs = np.asarray(obs, dtype=np.float32).reshape(len(models), -1)
         if obs.shape[1] != obs_layout.obs_size(self.n_nodes):
-            raise SplitrtError(f"observation has {obs.shape[1]} values, policy expects {obs_layout.obs_size(self.n_nodes)}")
+            raise SplitrtError(
+                f"observation has {obs.shape[1]} values, policy expects {obs_layout.obs_size(self.n_nodes)}"
+            )
         return self.run(obs, self.type_onehot(models), self.masks(models, node_ok), noise)
 
     def decide(self, ctx: DecisionContext) -> tuple[int, int]:
         self.check_nodes(ctx.n_nodes)
         self.check_model(ctx.model)
         if ctx.n_cuts != self.n_cuts[ctx.model]:
-            raise SplitrtError(f"{ctx.model} has {ctx.n_cuts} cuts here, the policy was trained with {self.n_cuts[ctx.model]}")
+            raise SplitrtError(
+                f"{ctx.model} has {ctx.n_cuts} cuts here, the policy was trained with {self.n_cuts[ctx.model]}"
+            )
         _, action = self.q_values(ctx.observation[None], [ctx.model], ctx.node_ok[None])
         cut, node = obs_layout.decode_action(int(action[0]), self.n_nodes)
         return int(cut), int(node)

@@ -41,7 +41,9 @@ def find_policy(root: str | Path, method: str, scenario, match: str = "exact") -
         if {t["model"] for t in meta.get("types", [])} != set(scenario.types):
             continue
         if match == "exact" and (sc.get("n_cvs"), sc.get("n_svs"), float(sc.get("v", -1))) != (
-            scenario.n_cvs, scenario.n_svs, float(scenario.v)
+            scenario.n_cvs,
+            scenario.n_svs,
+            float(scenario.v),
         ):
             continue
         if sc.get("name") not in (None, scenario.name):
@@ -70,10 +72,14 @@ class LearnedPolicy:
         self.policy = OnDevicePolicy(self.directory, seed=self.seed if seed is None else seed)
         for model, workload in env.workloads.items():
             if self.policy.n_cuts.get(model) != workload.n_cuts:
-                raise MethodNotApplicable(f"{self.directory}: {model} has {workload.n_cuts} cuts here, "
-                                          f"the policy was trained with {self.policy.n_cuts.get(model)}")
+                raise MethodNotApplicable(
+                    f"{self.directory}: {model} has {workload.n_cuts} cuts here, "
+                    f"the policy was trained with {self.policy.n_cuts.get(model)}"
+                )
         if env.max_actions != self.policy.max_actions:
-            raise MethodNotApplicable(f"{self.directory}: {env.max_actions} actions here, policy {self.policy.max_actions}")
+            raise MethodNotApplicable(
+                f"{self.directory}: {env.max_actions} actions here, policy {self.policy.max_actions}"
+            )
         self.onehot = self.policy.type_onehot(list(env.agent_model))
 
     def act(self, obs: np.ndarray, state: np.ndarray, mask: np.ndarray, view: SlotView) -> np.ndarray:

@@ -102,8 +102,17 @@ class DiffusionActor(nn.Module):
     and differentiable (exactly equal to 1.0 in float32 only beyond |x| ~ 9).
     """
 
-    def __init__(self, obs_dim: int, n_types: int, n_actions: int, steps: int = 7, hidden: int = 256,
-                 b_min: float = 0.1, b_max: float = 10.0, t_dim: int = 16) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        n_types: int,
+        n_actions: int,
+        steps: int = 7,
+        hidden: int = 256,
+        b_min: float = 0.1,
+        b_max: float = 10.0,
+        t_dim: int = 16,
+    ) -> None:
         super().__init__()
         self.obs_dim, self.n_types, self.n_actions, self.steps = obs_dim, n_types, n_actions, steps
         self.normaliser = Normaliser(obs_dim)
@@ -139,8 +148,9 @@ class DiffusionActor(nn.Module):
             return mean + self.post_std[i] * z
         return mean
 
-    def forward(self, obs: torch.Tensor, type_onehot: torch.Tensor, mask: torch.Tensor,
-                noise: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, obs: torch.Tensor, type_onehot: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """Masked Q-values (B, A): softmax over the valid actions of x0, MASKED_Q elsewhere.
 
         ``noise`` (B, M, A): noise[:, 0] is x_M, noise[:, k] (k >= 1) the posterior noise of step
@@ -170,8 +180,9 @@ class MLPAgent(nn.Module):
         self.normaliser = Normaliser(obs_dim)
         self.q = _mlp(obs_dim + n_types, hidden, n_actions)
 
-    def forward(self, obs: torch.Tensor, type_onehot: torch.Tensor, mask: torch.Tensor,
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, obs: torch.Tensor, type_onehot: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         q = self.q(torch.cat([self.normaliser(obs), type_onehot], dim=-1))
         return q.masked_fill(~mask, MASKED_Q)
 
@@ -191,8 +202,9 @@ class QMixer(nn.Module):
         super().__init__()
         self.n_agents, self.embed = n_agents, embed
         self.state_norm = Normaliser(state_dim)
-        self.hyper_w1 = nn.Sequential(nn.Linear(state_dim, hyper_hidden), nn.ReLU(),
-                                      nn.Linear(hyper_hidden, n_agents * embed))
+        self.hyper_w1 = nn.Sequential(
+            nn.Linear(state_dim, hyper_hidden), nn.ReLU(), nn.Linear(hyper_hidden, n_agents * embed)
+        )
         self.hyper_w2 = nn.Sequential(nn.Linear(state_dim, hyper_hidden), nn.ReLU(), nn.Linear(hyper_hidden, embed))
         self.hyper_b1 = nn.Linear(state_dim, embed)
         self.value = nn.Sequential(nn.Linear(state_dim, embed), nn.ReLU(), nn.Linear(embed, 1))
@@ -203,4 +215,4 @@ class QMixer(nn.Module):
         b1 = self.hyper_b1(s).view(-1, 1, self.embed)
         hidden = F.elu(torch.bmm(q.view(-1, 1, self.n_agents), w1) + b1)  # (B, 1, embed)
         w2 = self.hyper_w2(s).abs().view(-1, self.embed, 1)
-        return (torch.bmm(hidden, w2).view(-1) + self.value(s).view(-1))
+        return torch.bmm(hidden, w2).view(-1) + self.value(s).view(-1)

@@ -155,13 +155,23 @@ class Replay:
     def add(self, obs, state, mask, action, reward, next_obs, next_state, next_mask) -> None:
         n = len(reward)
         idx = (self.pos + np.arange(n)) % self.capacity
-        for name, value in (("obs", obs), ("state", state), ("mask", mask), ("action", action), ("reward", reward),
-                            ("next_obs", next_obs), ("next_state", next_state), ("next_mask", next_mask)):
+        for name, value in (
+            ("obs", obs),
+            ("state", state),
+            ("mask", mask),
+            ("action", action),
+            ("reward", reward),
+            ("next_obs", next_obs),
+            ("next_state", next_state),
+            ("next_mask", next_mask),
+        ):
             getattr(self, name)[idx] = value
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
-    def sample(self, batch: int, rng: np.random.Generator, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    def sample(
+        self, batch: int, rng: np.random.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
         idx = rng.integers(0, self.size, batch)
         names = ("obs", "state", "mask", "action", "reward", "next_obs", "next_state", "next_mask")
         return {n: torch.as_tensor(getattr(self, n)[idx], device=device) for n in names}
@@ -203,8 +213,11 @@ class Learner:
     @torch.no_grad()
     def act(self, obs: np.ndarray, mask: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
         """(E, N) actions: argmax of the actor's values, uniform over valid actions w.p. epsilon."""
-        q = self.q_all(self.actor, torch.as_tensor(obs, device=self.device),
-                       torch.as_tensor(mask, device=self.device)).cpu().numpy()
+        q = (
+            self.q_all(self.actor, torch.as_tensor(obs, device=self.device), torch.as_tensor(mask, device=self.device))
+            .cpu()
+            .numpy()
+        )
         greedy = q.argmax(-1)
         explore = rng.random(greedy.shape) < epsilon
         # uniform among valid actions: argmax of random keys restricted to the mask
@@ -252,9 +265,12 @@ class Learner:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "actor": self.actor.state_dict(), "mixer": self.mixer.state_dict(),
-            "target_actor": self.target_actor.state_dict(), "target_mixer": self.target_mixer.state_dict(),
-            "opt": self.opt.state_dict(), "generator": self.generator.get_state(),
+            "actor": self.actor.state_dict(),
+            "mixer": self.mixer.state_dict(),
+            "target_actor": self.target_actor.state_dict(),
+            "target_mixer": self.target_mixer.state_dict(),
+            "opt": self.opt.state_dict(),
+            "generator": self.generator.get_state(),
         }
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
@@ -336,8 +352,14 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
             csv.writer(f).writerow(["iteration", "episodes", "epsilon", "return", "completion_s", "loss", "wall_s"])
 
     t0 = time.perf_counter()
-    bar = tqdm(range(start_iter, iterations), desc=f"train {cfg.method}", unit="it", disable=not progress,
-               initial=start_iter, total=iterations)
+    bar = tqdm(
+        range(start_iter, iterations),
+        desc=f"train {cfg.method}",
+        unit="it",
+        disable=not progress,
+        initial=start_iter,
+        total=iterations,
+    )
     for it in bar:
         # ---- rollout: E episodes in parallel, every slot goes to the replay buffer -------------
         epsilon = epsilon_at(cfg, it * cfg.n_envs)
@@ -357,8 +379,15 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
             obs, state, mask = next_obs, next_state, next_mask
             if done.all():
                 break
-        row = [it + 1, (it + 1) * cfg.n_envs, round(epsilon, 4), float(returns.mean()), float(np.mean(completion)),
-               float(np.mean(losses)) if losses else float("nan"), round(time.perf_counter() - t0, 2)]
+        row = [
+            it + 1,
+            (it + 1) * cfg.n_envs,
+            round(epsilon, 4),
+            float(returns.mean()),
+            float(np.mean(completion)),
+            float(np.mean(losses)) if losses else float("nan"),
+            round(time.perf_counter() - t0, 2),
+        ]
         with open(metrics_path, "a", newline="") as f:
             csv.writer(f).writerow(row)
         bar.set_postfix(ret=f"{row[3]:.1f}", comp=f"{row[4]:.3f}s", eps=f"{epsilon:.2f}")
@@ -376,8 +405,17 @@ def _scenario_dict(env) -> dict[str, Any]:
 
 def _checkpoint(path: Path, cfg, learner, replay, rng, reward_scale, iteration) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"config": asdict(cfg), "learner": learner.state_dict(), "replay": replay.state_dict(),
-                "rng": rng, "reward_scale": reward_scale, "iteration": iteration}, tmp)
+    torch.save(
+        {
+            "config": asdict(cfg),
+            "learner": learner.state_dict(),
+            "replay": replay.state_dict(),
+            "rng": rng,
+            "reward_scale": reward_scale,
+            "iteration": iteration,
+        },
+        tmp,
+    )
     tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
 
 
@@ -411,10 +449,19 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         }
         for model in learner.types
     ]
-    command = (f"splitrt train --method {cfg.method} --preset {cfg.preset} --cvs {cfg.cvs} --svs {cfg.svs} "
-               f"--v {cfg.v:g} --steps {cfg.steps} --episodes {cfg.episodes} --seed {cfg.seed} --out {run_dir}")
-    meta = {"method": cfg.method, "n_nodes": env.n_nodes, "n_agents": env.n_agents, "types": types,
-            "scenario": env.scenario.to_dict(), "train_config": asdict(cfg), "command": command}
+    command = (
+        f"splitrt train --method {cfg.method} --preset {cfg.preset} --cvs {cfg.cvs} --svs {cfg.svs} "
+        f"--v {cfg.v:g} --steps {cfg.steps} --episodes {cfg.episodes} --seed {cfg.seed} --out {run_dir}"
+    )
+    meta = {
+        "method": cfg.method,
+        "n_nodes": env.n_nodes,
+        "n_agents": env.n_agents,
+        "types": types,
+        "scenario": env.scenario.to_dict(),
+        "train_config": asdict(cfg),
+        "command": command,
+    }
     return export_actor(learner.actor, Path(out) if out else run_dir / "policy", meta)
 
 
@@ -425,7 +472,8 @@ def plot_learning_curve(run_dir: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     ep = [float(r["episodes"]) for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     a.plot(ep, [float(r["return"]) for r in rows])

@@ -38,7 +38,9 @@ def test_one_reverse_step_by_hand():
     xn = x.numpy()
     x0 = np.tanh(np.sqrt(1 / abar[m - 1]) * xn - np.sqrt(1 / abar[m - 1] - 1) * eps)
     beta, alpha = betas[m - 1], 1 - betas[m - 1]
-    mean = beta * np.sqrt(abar_prev) / (1 - abar[m - 1]) * x0 + (1 - abar_prev) * np.sqrt(alpha) / (1 - abar[m - 1]) * xn
+    mean = (
+        beta * np.sqrt(abar_prev) / (1 - abar[m - 1]) * x0 + (1 - abar_prev) * np.sqrt(alpha) / (1 - abar[m - 1]) * xn
+    )
     var = beta * (1 - abar_prev) / (1 - abar[m - 1])
     # schedule buffers are stored in float32, hence the tolerance
     np.testing.assert_allclose(got, mean + np.sqrt(var) * z.numpy(), rtol=1e-6, atol=1e-8)
