@@ -50,6 +50,8 @@ METHODS: dict[str, str] = {
     "ga": "policy.baselines:Genetic",
     "neurosurgeon": "policy.baselines:Neurosurgeon",
     "oracle": "policy.baselines:Oracle",
+    "mad2rl": "policy.learned:mad2rl",
+    "pqmix": "policy.learned:pqmix",
 }
 
 

@@ -23,6 +23,8 @@ VERBS = {
     "vehicle": "vehicle",
     "bench": "bench",
     "evaluate": "evaluate",
+    "train": "train",
+    "export-policy": "export_policy",
 }
 
 

@@ -1,0 +1,490 @@
+"""MAD2RL / P-QMIX training, top to bottom: set-up -> rollout -> replay buffer -> TD update.
+
+Eqs 53-62 of the paper (SYSTEM_MODEL.md "MARL formulation", "Diffusion actor"): every CV is an
+agent acting on its own observation (eq 53) with a shared diffusion actor (or, for P-QMIX, an
+MLP); a QMIX mixer (eq 58) combines the chosen actions' values with the global state (eq 54) into
+Q_tot, trained on the TD loss (eqs 59-60) against soft-updated target networks (eqs 61-62). The
+reward is the common r(t) = -P2(t) (eq 57) of the batched simulator (policy.env.VecEnv).
+
+What the paper leaves open, and our choice:
+| item | choice | why |
+|---|---|---|
+| replay buffer | 50,000 transitions, uniform | ~50 iterations of 8 envs x 30 slots x ...; old enough to decorrelate, young enough to follow the policy |
+| batch | 128 transitions | small enough for 2 CPU cores, large enough for a stable mixer |
+| exploration | epsilon-greedy over valid actions, 1.0 -> 0.05 linearly over the first 30% of episodes, on top of the diffusion's own sampling noise | the paper gives none; QMIX's standard |
+| parallel rollouts | 8 environments stepped together | vectorised simulator; 1000 episodes = 125 iterations |
+| updates | 1 gradient step per parallel slot | 3,750 updates for the default run |
+| reward scale | rewards divided by the mean |r| of a random warm-up episode (stored in the config) | -P2 is O(100); the optimum is unchanged by a constant factor |
+| normalisers | mean/std of observations and states from the warm-up episode, frozen, saved in the artifact | the policy carries its statistics |
+| time limit | the episode end is a truncation (bootstrapped), not a terminal state | queues persist past slot T |
+| target | double Q: argmax by the online actor, value by the target actor and mixer | reduces over-estimation |
+| loss | Huber (smooth L1) on TD error, gradient norm clipped at 10 | robust to the heavy-tailed P2 |
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from edge_runtime.errors import SplitrtError
+from policy.networks import DiffusionActor, MLPAgent, QMixer
+
+log = logging.getLogger(__name__)
+
+METHODS = ("mad2rl", "pqmix")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run; every field is a `splitrt train` flag (its docstring is the help)."""
+
+    method: str = "mad2rl"
+    """mad2rl (diffusion actors) or pqmix (MLP agents)"""
+    preset: str = "paper"
+    """scenario preset of the simulator"""
+    cvs: int = 5
+    """client vehicles (agents)"""
+    svs: int = 5
+    """service vehicles"""
+    v: float = 10.0
+    """Lyapunov trade-off V"""
+    steps: int = 7
+    """denoising steps M of the diffusion actor"""
+    episodes: int = 1000
+    """episodes of T slots"""
+    seed: int = 0
+    """seed of everything (torch, numpy, environments)"""
+    n_envs: int = 16
+    """environments stepped in parallel"""
+    lr: float = 5e-4
+    """Adam learning rate (paper)"""
+    gamma: float = 0.99
+    """discount (paper)"""
+    tau_soft: float = 0.001
+    """soft target update rate (paper, eqs 61-62)"""
+    buffer_size: int = 50_000
+    """replay capacity in transitions"""
+    batch_size: int = 128
+    """transitions per gradient step"""
+    updates_per_step: int = 1
+    """gradient steps per parallel environment step"""
+    eps_start: float = 1.0
+    """initial epsilon of epsilon-greedy exploration"""
+    eps_end: float = 0.05
+    """final epsilon"""
+    eps_fraction: float = 0.3
+    """fraction of episodes over which epsilon decays linearly"""
+    hidden: int = 256
+    """actor hidden width (paper: 3 x 256, Mish)"""
+    checkpoint_every: int = 25
+    """iterations between checkpoints"""
+    threads: int = 2
+    """torch CPU threads"""
+    device: str = "cpu"
+    """torch device for the networks (cpu, or cuda where available; results differ in the last bits)"""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise SplitrtError(f"--method {self.method!r} is not one of {', '.join(METHODS)}")
+        for name in ("cvs", "svs", "episodes", "n_envs", "batch_size", "buffer_size", "updates_per_step", "threads"):
+            if getattr(self, name) < 1:
+                raise SplitrtError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.method == "mad2rl" and self.steps < 1:
+            raise SplitrtError(f"--steps (denoising steps M) must be >= 1, got {self.steps}")
+        if not 0 < self.gamma < 1 or not 0 < self.tau_soft <= 1 or self.lr <= 0:
+            raise SplitrtError("--gamma must be in (0, 1), --tau-soft in (0, 1], --lr > 0")
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Field docstrings (read from the source, since dataclasses drop them)."""
+        import inspect
+
+        src = inspect.getsource(cls).splitlines()
+        out, last = {}, None
+        for line in src:
+            s = line.strip()
+            if ":" in s and not s.startswith(('"', "def", "@", "class", "#", "for", "if", "raise", "return")):
+                last = s.split(":")[0]
+            elif s.startswith('"""') and last and last not in out:
+                out[last] = s.strip('"')
+        return {f.name: out.get(f.name, "") for f in fields(cls)}
+
+
+def make_scenario(cfg: TrainConfig):
+    from policy.config import preset
+
+    return preset(cfg.preset, n_cvs=cfg.cvs, n_svs=cfg.svs, v=cfg.v)
+
+
+def make_env(cfg: TrainConfig, n_envs: int, seed: int):
+    from policy.env import VecEnv
+
+    return VecEnv(make_scenario(cfg), n_envs=n_envs, seed=seed)
+
+
+def build_agent(cfg: TrainConfig, obs_dim: int, n_types: int, n_actions: int) -> torch.nn.Module:
+    if cfg.method == "mad2rl":
+        return DiffusionActor(obs_dim, n_types, n_actions, steps=cfg.steps, hidden=cfg.hidden)
+    return MLPAgent(obs_dim, n_types, n_actions, hidden=cfg.hidden)
+
+
+class Replay:
+    """Uniform replay of joint transitions, stored as preallocated numpy arrays."""
+
+    def __init__(self, capacity: int, n_agents: int, obs_dim: int, state_dim: int, n_actions: int) -> None:
+        self.capacity, self.size, self.pos = capacity, 0, 0
+        self.obs = np.zeros((capacity, n_agents, obs_dim), np.float32)
+        self.state = np.zeros((capacity, state_dim), np.float32)
+        self.mask = np.zeros((capacity, n_agents, n_actions), bool)
+        self.action = np.zeros((capacity, n_agents), np.int64)
+        self.reward = np.zeros(capacity, np.float32)
+        self.next_obs = np.zeros_like(self.obs)
+        self.next_state = np.zeros_like(self.state)
+        self.next_mask = np.zeros_like(self.mask)
+
+    def add(self, obs, state, mask, action, reward, next_obs, next_state, next_mask) -> None:
+        n = len(reward)
+        idx = (self.pos + np.arange(n)) % self.capacity
+        for name, value in (
+            ("obs", obs),
+            ("state", state),
+            ("mask", mask),
+            ("action", action),
+            ("reward", reward),
+            ("next_obs", next_obs),
+            ("next_state", next_state),
+            ("next_mask", next_mask),
+        ):
+            getattr(self, name)[idx] = value
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(
+        self, batch: int, rng: np.random.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
+        idx = rng.integers(0, self.size, batch)
+        names = ("obs", "state", "mask", "action", "reward", "next_obs", "next_state", "next_mask")
+        return {n: torch.as_tensor(getattr(self, n)[idx], device=device) for n in names}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items()}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        vars(self).update(d)
+
+
+class Learner:
+    """Actor + mixer, their targets and the optimiser; `act` for rollouts, `update` for TD."""
+
+    def __init__(self, cfg: TrainConfig, env) -> None:
+        self.cfg = cfg
+        self.n_agents = env.n_agents
+        self.types = list(env.scenario.types)
+        onehot = np.zeros((env.n_agents, len(self.types)), np.float32)
+        onehot[np.arange(env.n_agents), [self.types.index(m) for m in env.agent_model]] = 1.0
+        self.device = torch.device(cfg.device)
+        self.type_onehot = torch.as_tensor(onehot, device=self.device)
+        self.actor = build_agent(cfg, env.obs_dim, len(self.types), env.max_actions).to(self.device)
+        self.mixer = QMixer(env.n_agents, env.state_dim).to(self.device)
+        self.target_actor = copy.deepcopy(self.actor)
+        self.target_mixer = copy.deepcopy(self.mixer)
+        self.params = list(self.actor.parameters()) + list(self.mixer.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+
+    def q_all(self, actor, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, N, A) per-agent values for every action (fresh diffusion noise per call)."""
+        b, n, d = obs.shape
+        onehot = self.type_onehot.expand(b, n, -1).reshape(b * n, -1)
+        noise = actor.sample_noise(b * n, self.generator)
+        q = actor(obs.reshape(b * n, d), onehot, mask.reshape(b * n, -1), noise)
+        return q.view(b, n, -1)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, mask: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+        """(E, N) actions: argmax of the actor's values, uniform over valid actions w.p. epsilon."""
+        q = (
+            self.q_all(self.actor, torch.as_tensor(obs, device=self.device), torch.as_tensor(mask, device=self.device))
+            .cpu()
+            .numpy()
+        )
+        greedy = q.argmax(-1)
+        explore = rng.random(greedy.shape) < epsilon
+        # uniform among valid actions: argmax of random keys restricted to the mask
+        random_valid = np.where(mask, rng.random(mask.shape), -1.0).argmax(-1)
+        return np.where(explore, random_valid, greedy)
+
+    def update(self, batch: dict[str, torch.Tensor], reward_scale: float) -> float:
+        """One TD step (eqs 59-60) and the soft target update (eqs 61-62); returns the loss."""
+        cfg = self.cfg
+        q = self.q_all(self.actor, batch["obs"], batch["mask"])
+        q_taken = q.gather(-1, batch["action"].unsqueeze(-1)).squeeze(-1)  # (B, N)
+        q_tot = self.mixer(q_taken, batch["state"])
+        with torch.no_grad():
+            next_online = self.q_all(self.actor, batch["next_obs"], batch["next_mask"])
+            best = next_online.argmax(-1, keepdim=True)
+            next_target = self.q_all(self.target_actor, batch["next_obs"], batch["next_mask"])
+            target_tot = self.target_mixer(next_target.gather(-1, best).squeeze(-1), batch["next_state"])
+            y = batch["reward"] / reward_scale + cfg.gamma * target_tot
+        loss = F.smooth_l1_loss(q_tot, y)
+        self.opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 10.0)
+        self.opt.step()
+        with torch.no_grad():
+            for net, target in ((self.actor, self.target_actor), (self.mixer, self.target_mixer)):
+                for p, tp in zip(net.parameters(), target.parameters(), strict=True):
+                    tp.mul_(1.0 - cfg.tau_soft).add_(cfg.tau_soft * p)
+        return float(loss.detach())
+
+    def set_normalisers(self, obs: np.ndarray, state: np.ndarray, n_nodes: int) -> None:
+        """Queues (FLOPs) through log1p(Q / 1 GFLOP), positions in metres as they are; then
+        standardised with the warm-up statistics (see `Normaliser`)."""
+        from edge_runtime.allocation import QUEUE_UNIT_FLOPS
+        from edge_runtime.observation import own_position_index
+
+        d = obs.shape[-1]
+        log_mask = np.zeros(d)
+        log_mask[: own_position_index(n_nodes)] = 1.0  # Q_loc, Q_rsu(type), SV queues
+        scale = np.where(log_mask > 0, QUEUE_UNIT_FLOPS, 1.0)
+        for actor in (self.actor, self.target_actor):
+            actor.normaliser.fit(obs.reshape(-1, d), scale, log_mask)
+        n = state.shape[-1] // d
+        for mixer in (self.mixer, self.target_mixer):
+            mixer.state_norm.fit(state.reshape(-1, n * d), np.tile(scale, n), np.tile(log_mask, n))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "mixer": self.mixer.state_dict(),
+            "target_actor": self.target_actor.state_dict(),
+            "target_mixer": self.target_mixer.state_dict(),
+            "opt": self.opt.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.actor.load_state_dict(d["actor"])
+        self.mixer.load_state_dict(d["mixer"])
+        self.target_actor.load_state_dict(d["target_actor"])
+        self.target_mixer.load_state_dict(d["target_mixer"])
+        self.opt.load_state_dict(d["opt"])
+        try:
+            self.generator.set_state(d["generator"])
+        except RuntimeError:  # a CUDA generator's state loaded on the CPU (export, evaluation): unused
+            log.debug("noise generator state not restored (other device)")
+
+
+def epsilon_at(cfg: TrainConfig, episodes_done: int) -> float:
+    frac = min(1.0, episodes_done / max(1.0, cfg.eps_fraction * cfg.episodes))
+    return cfg.eps_start + frac * (cfg.eps_end - cfg.eps_start)
+
+
+def run_episodes(env, choose, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Run one batch of episodes (every env, T slots) with ``choose(obs, state, mask) -> (E, N)``."""
+    obs, state, mask = env.reset(seed=int(rng.integers(2**31)))
+    rewards, completion = [], []
+    while True:
+        actions = choose(obs, state, mask)
+        obs, state, mask, reward, done, info = env.step(actions)
+        rewards.append(reward)
+        completion.append(info["completion_s"].mean(-1))
+        if done.all():
+            break
+    return {"return": np.sum(rewards, 0), "completion_s": np.mean(completion, 0)}
+
+
+# ======================================================================================
+# training loop
+# ======================================================================================
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> Path:
+    """Train into ``out`` (config.json, metrics.csv, checkpoint.pt, learning_curve.png, policy/)."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    env = make_env(cfg, cfg.n_envs, seed=cfg.seed)
+    learner = Learner(cfg, env)
+    replay = Replay(cfg.buffer_size, env.n_agents, env.obs_dim, env.state_dim, env.max_actions)
+    ckpt_path = out / "checkpoint.pt"
+    metrics_path = out / "metrics.csv"
+    start_iter = 0
+    iterations = max(1, -(-cfg.episodes // cfg.n_envs))
+
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location=cfg.device)
+        if ckpt["config"] != asdict(cfg):
+            raise SplitrtError(f"{ckpt_path} was written with another configuration; use a new --out")
+        learner.load_state_dict(ckpt["learner"])
+        replay.load_state_dict(ckpt["replay"])
+        rng = ckpt["rng"]
+        reward_scale = ckpt["reward_scale"]
+        start_iter = ckpt["iteration"]
+        env = make_env(cfg, cfg.n_envs, seed=cfg.seed)  # episodes are reseeded from rng every batch
+    else:
+        (out / "config.json").write_text(json.dumps({**asdict(cfg), "scenario": _scenario_dict(env)}, indent=1) + "\n")
+        # ---- warm-up: random actions give the normalisers and the reward scale ---------------
+        obs_seen, state_seen, rew_seen = [], [], []
+
+        def random_choice(obs, state, mask):
+            obs_seen.append(obs)
+            state_seen.append(state)
+            return np.where(mask, rng.random(mask.shape), -1.0).argmax(-1)
+
+        warm = run_episodes(env, random_choice, rng)
+        rew_seen.append(warm["return"] / max(1, len(obs_seen)))
+        learner.set_normalisers(np.concatenate(obs_seen), np.concatenate(state_seen), env.n_nodes)
+        reward_scale = float(max(np.mean(np.abs(np.concatenate(rew_seen))), 1e-6))
+        with open(metrics_path, "w", newline="") as f:
+            csv.writer(f).writerow(["iteration", "episodes", "epsilon", "return", "completion_s", "loss", "wall_s"])
+
+    t0 = time.perf_counter()
+    bar = tqdm(
+        range(start_iter, iterations),
+        desc=f"train {cfg.method}",
+        unit="it",
+        disable=not progress,
+        initial=start_iter,
+        total=iterations,
+    )
+    for it in bar:
+        # ---- rollout: E episodes in parallel, every slot goes to the replay buffer -------------
+        epsilon = epsilon_at(cfg, it * cfg.n_envs)
+        obs, state, mask = env.reset(seed=int(rng.integers(2**31)))
+        returns = np.zeros(cfg.n_envs)
+        completion, losses = [], []
+        while True:
+            actions = learner.act(obs, mask, epsilon, rng)
+            next_obs, next_state, next_mask, reward, done, info = env.step(actions)
+            replay.add(obs, state, mask, actions, reward, next_obs, next_state, next_mask)
+            returns += reward
+            completion.append(float(info["completion_s"].mean()))
+            # ---- update: TD through the mixer ---------------------------------------------
+            if replay.size >= cfg.batch_size:
+                for _ in range(cfg.updates_per_step):
+                    losses.append(learner.update(replay.sample(cfg.batch_size, rng, learner.device), reward_scale))
+            obs, state, mask = next_obs, next_state, next_mask
+            if done.all():
+                break
+        row = [
+            it + 1,
+            (it + 1) * cfg.n_envs,
+            round(epsilon, 4),
+            float(returns.mean()),
+            float(np.mean(completion)),
+            float(np.mean(losses)) if losses else float("nan"),
+            round(time.perf_counter() - t0, 2),
+        ]
+        with open(metrics_path, "a", newline="") as f:
+            csv.writer(f).writerow(row)
+        bar.set_postfix(ret=f"{row[3]:.1f}", comp=f"{row[4]:.3f}s", eps=f"{epsilon:.2f}")
+        if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == iterations:
+            _checkpoint(ckpt_path, cfg, learner, replay, rng, reward_scale, it + 1)
+    bar.close()
+    export_run(out)
+    plot_learning_curve(out)
+    return out
+
+
+def _scenario_dict(env) -> dict[str, Any]:
+    return env.scenario.to_dict()
+
+
+def _checkpoint(path: Path, cfg, learner, replay, rng, reward_scale, iteration) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "config": asdict(cfg),
+            "learner": learner.state_dict(),
+            "replay": replay.state_dict(),
+            "rng": rng,
+            "reward_scale": reward_scale,
+            "iteration": iteration,
+        },
+        tmp,
+    )
+    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+
+
+def load_run(run_dir: str | Path):
+    """(config, env, learner) of a finished or checkpointed run."""
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    if not ckpt_path.is_file():
+        raise SplitrtError(f"no checkpoint in {run_dir} (train with `splitrt train --out {run_dir}` first)")
+    ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
+    cfg = TrainConfig(**{**ckpt["config"], "device": "cpu"})
+    env = make_env(cfg, 1, seed=cfg.seed)
+    learner = Learner(cfg, env)
+    learner.load_state_dict(ckpt["learner"])
+    return cfg, env, learner
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Export the run's actor as the on-device policy (default RUN/policy/)."""
+    from policy.export_policy import export_actor
+
+    run_dir = Path(run_dir)
+    cfg, env, learner = load_run(run_dir)
+    from policy.workloads import load_manifest
+
+    types = [
+        {
+            "model": model,
+            "n_cuts": env.workloads[model].n_cuts,
+            "manifest_sha256": load_manifest(model, env.scenario.manifest_dir).digest,
+        }
+        for model in learner.types
+    ]
+    command = (
+        f"splitrt train --method {cfg.method} --preset {cfg.preset} --cvs {cfg.cvs} --svs {cfg.svs} "
+        f"--v {cfg.v:g} --steps {cfg.steps} --episodes {cfg.episodes} --seed {cfg.seed} --out {run_dir}"
+    )
+    meta = {
+        "method": cfg.method,
+        "n_nodes": env.n_nodes,
+        "n_agents": env.n_agents,
+        "types": types,
+        "scenario": env.scenario.to_dict(),
+        "train_config": asdict(cfg),
+        "command": command,
+    }
+    return export_actor(learner.actor, Path(out) if out else run_dir / "policy", meta)
+
+
+def plot_learning_curve(run_dir: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    ep = [float(r["episodes"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(ep, [float(r["return"]) for r in rows])
+    a.set_xlabel("episodes")
+    a.set_ylabel("mean episode return (-sum P2)")
+    b.plot(ep, [float(r["completion_s"]) for r in rows])
+    b.set_xlabel("episodes")
+    b.set_ylabel("mean completion time (s)")
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    path = run_dir / "learning_curve.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,195 @@
+"""Training, export and the on-device policy: a short run learns, ONNX == torch, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge_runtime.policy import OnDevicePolicy
+from policy.train import Learner, TrainConfig, load_run, make_env, train
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = dict(cvs=2, svs=1, episodes=32, n_envs=8, batch_size=32, checkpoint_every=2, threads=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    train(TrainConfig(method="mad2rl", steps=3, **TINY), out, progress=False)
+    return out
+
+
+def test_run_directory_contents(tiny_run):
+    for name in ("config.json", "metrics.csv", "checkpoint.pt", "learning_curve.png", "policy/policy.onnx"):
+        assert (tiny_run / name).is_file(), name
+    meta = json.loads((tiny_run / "policy" / "policy.json").read_text())
+    assert meta["method"] == "mad2rl" and meta["steps"] == 3 and meta["n_nodes"] == 2
+    assert meta["obs_dim"] == 5 and [t["model"] for t in meta["types"]] == ["alexnet", "resnet18", "vgg16"]
+    assert all(len(t["manifest_sha256"]) == 64 for t in meta["types"])
+    assert meta["command"].startswith("splitrt train --method mad2rl")
+    rows = (tiny_run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 32 // 8
+
+
+def test_onnx_policy_matches_torch_with_the_same_noise(tiny_run):
+    cfg, env, learner = load_run(tiny_run)
+    policy = OnDevicePolicy(tiny_run / "policy")
+    obs, _, mask = env.reset(seed=5)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        e, n, d = obs.shape
+        noise = rng.standard_normal((e * n, cfg.steps, env.max_actions)).astype(np.float32)
+        onehot = policy.type_onehot(list(env.agent_model))
+        q_onnx, a_onnx = policy.run(obs.reshape(e * n, d), onehot, mask.reshape(e * n, -1), noise)
+        with torch.no_grad():
+            q_torch = learner.actor(
+                torch.as_tensor(obs.reshape(e * n, d)),
+                torch.as_tensor(onehot),
+                torch.as_tensor(mask.reshape(e * n, -1)),
+                torch.as_tensor(noise),
+            )
+        np.testing.assert_allclose(q_onnx, q_torch.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(a_onnx, q_torch.argmax(-1).numpy())
+        obs, _, mask, *_ = env.step(a_onnx.reshape(e, n).astype(np.int64))
+
+
+def test_masking_never_selects_an_invalid_action(tiny_run):
+    policy = OnDevicePolicy(tiny_run / "policy")
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        node_ok = rng.random((4, 2)) < 0.5
+        node_ok[:, 0] = True  # the RSU is always reachable
+        obs = rng.standard_normal((4, 5)).astype(np.float32) * 1e9
+        models = list(rng.choice(["alexnet", "resnet18"], 4))
+        _, action = policy.q_values(obs, models, node_ok)
+        masks = policy.masks(models, node_ok)
+        assert masks[np.arange(4), action].all()
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    cfg = TrainConfig(method="pqmix", **{**TINY, "episodes": 16})
+    train(cfg, tmp_path, progress=False)
+    before = (tmp_path / "metrics.csv").read_text().splitlines()
+    cfg2 = TrainConfig(method="pqmix", **{**TINY, "episodes": 32})
+    with pytest.raises(Exception, match="another configuration"):
+        train(cfg2, tmp_path, resume=True, progress=False)
+    train(cfg, tmp_path, resume=True, progress=False)  # already finished: nothing to add
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == before
+
+
+def test_training_improves_on_the_untrained_policy(tmp_path):
+    """Seeded: a short MAD2RL run beats its own untrained actor on the same evaluation episodes."""
+    cfg = TrainConfig(
+        method="mad2rl",
+        steps=3,
+        cvs=2,
+        svs=1,
+        episodes=96,
+        n_envs=8,
+        batch_size=64,
+        checkpoint_every=100,
+        threads=1,
+        seed=3,
+    )
+    untrained = Learner(cfg, make_env(cfg, 1, seed=0))
+    train(cfg, tmp_path, progress=False)
+    _, _, trained = load_run(tmp_path)
+    untrained.set_normalisers(*_warm(cfg), n_nodes=2)
+
+    def evaluate(learner) -> float:
+        env = make_env(cfg, 16, seed=999)
+        obs, _, mask = env.reset()
+        total = 0.0
+        while True:
+            obs, _, mask, reward, done, _ = env.step(learner.act(obs, mask, 0.0, np.random.default_rng(0)))
+            total += float(reward.mean())
+            if done.all():
+                return total
+
+    assert evaluate(trained) > evaluate(untrained)
+
+
+def _warm(cfg):
+    env = make_env(cfg, 4, seed=1)
+    obs, state, mask = env.reset()
+    return obs, state
+
+
+def test_runtime_decision_api_is_torch_free(tiny_run):
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        from edge_runtime.decision import DecisionContext
+        from edge_runtime.policy import OnDevicePolicy
+        from edge_runtime.observation import build_observation
+        p = OnDevicePolicy({str(tiny_run / "policy")!r})
+        obs = build_observation(1e9, 2e9, np.array([3e9]), -40.0, np.array([20.0]))
+        n_cuts = p.n_cuts["resnet18"]
+        ctx = DecisionContext(obs, np.ones(n_cuts), np.zeros(n_cuts), np.zeros(n_cuts), np.array([True, True]),
+                              model="resnet18")
+        cut, node = p.decide(ctx)
+        assert 0 <= cut < n_cuts and node in (0, 1)
+        assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+        print("OK", cut, node)
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("OK"), r.stderr
+
+
+def test_policy_refuses_another_scenario_shape(tiny_run):
+    from edge_runtime.decision import DecisionContext
+    from edge_runtime.errors import SplitrtError
+
+    p = OnDevicePolicy(tiny_run / "policy")
+    ctx = DecisionContext(
+        np.zeros(7, np.float32), np.ones(13), np.zeros(13), np.zeros(13), np.array([True, True, True]), model="resnet18"
+    )
+    with pytest.raises(SplitrtError, match="trained for 2 edge nodes"):
+        p.decide(ctx)
+    with pytest.raises(SplitrtError, match="not 'mobilenet_v2'"):
+        p.check_model("mobilenet_v2")
+
+
+def test_train_and_export_policy_cli(tmp_path):
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "tools.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
+
+    r = run(
+        "train",
+        "--method",
+        "pqmix",
+        "--cvs",
+        "2",
+        "--svs",
+        "1",
+        "--episodes",
+        "8",
+        "--n-envs",
+        "8",
+        "--batch-size",
+        "16",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert r.returncode == 0, r.stderr
+    r = run("export-policy", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "p" / "policy.onnx"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "p" / "policy.json").read_text())["method"] == "pqmix"
+    r = run("train", "--method", "mad3rl", "--out", str(tmp_path / "x"))
+    assert r.returncode == 1 and "--method 'mad3rl'" in r.stderr
+    r = run("export-policy", "--run", str(tmp_path / "nothing"))
+    assert r.returncode == 1 and "no checkpoint" in r.stderr
