@@ -118,7 +118,7 @@ def test_training_improves_on_the_untrained_policy(tmp_path):
 
 def _warm(cfg):
     env = make_env(cfg, 4, seed=1)
-    obs, state, mask = env.reset()
+    obs, state, _ = env.reset()
     return obs, state
 
 

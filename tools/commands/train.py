@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from policy.train import TrainConfig
+    from policy.train_config import TrainConfig
 
     helps = TrainConfig.help()
     defaults = TrainConfig()
