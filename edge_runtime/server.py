@@ -47,7 +47,9 @@ telemetry read):
 |---|---|
 | ``node``, ``role``, ``protocol``, ``pid`` | identity |
 | ``uptime_s``, ``slot``, ``slot_s`` | time since start, current slot index, slot length tau |
-| ``v``, ``capacity_flops_per_s``, ``workers``, ``threads``, ``queue_limit`` | configuration |
+| ``v``, ``capacity_flops_per_s``, ``workers``, ``threads``, ``queue_limit``, ``max_message_bytes`` | configuration (``max_message_bytes``: ZeroMQ ``MAXMSGSIZE`` per frame, default the largest cut tensor served: a bigger frame disconnects its sender) |
+| ``security`` | ``{mode: plain or curve, authenticated, encrypted, allowed_keys, public_key}`` (edge_runtime.security) |
+| ``link`` | connection events of the ROUTER socket (ZeroMQ monitor): ``accepted, connected, disconnects, handshakes, auth_failures, handshake_failures`` |
 | ``speed`` | ``{speed_factor, speed_mode}`` of the node's emulation |
 | ``models`` | model -> ``{digest, n_cuts, flops_per_s, speed_source}`` |
 | ``queues`` | queue -> ``{tasks, waiting, running, flops, est_s, models: {model: {tasks, flops}}}``; queue names are the model ids (rsu) or ``fifo`` (sv); ``flops``/``est_s`` count waiting and running tasks in full |
@@ -75,9 +77,11 @@ from edge_runtime.errors import SplitrtError
 from edge_runtime.manifest import Manifest
 from edge_runtime.profile import Profile
 from edge_runtime.scheduler import FairScheduler, Job
+from edge_runtime.security import ServerSecurity, SocketEvents, warn_plain
 from edge_runtime.segments import SegmentRunner
 from edge_runtime.speed import SpeedEmulation
 from edge_runtime.wire import (
+    MAX_HEADER_BYTES,
     MAX_PAYLOAD_BYTES,
     PROTOCOL_VERSION,
     Header,
@@ -116,6 +120,7 @@ class ServerConfig:
     providers: tuple[str, ...] = ("cpu",)
     speed_factor: float = 1.0
     speed_mode: str = "auto"
+    max_message_bytes: int | None = None  # per ZeroMQ frame; None: the largest cut tensor served
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -132,6 +137,10 @@ class ServerConfig:
             raise SplitrtError(f"--queue-limit must be >= 1 task, got {self.queue_limit}")
         if self.resolve_s is not None and not self.resolve_s >= 0:
             raise SplitrtError(f"--resolve-s must be >= 0 s, got {self.resolve_s}")
+        if self.max_message_bytes is not None and not MAX_HEADER_BYTES <= self.max_message_bytes <= MAX_PAYLOAD_BYTES:
+            raise SplitrtError(
+                f"--max-message-bytes must be {MAX_HEADER_BYTES}..{MAX_PAYLOAD_BYTES} bytes, got {self.max_message_bytes}"
+            )
         if self.grace_s < 0 or self.calibration_runs < 1:
             raise SplitrtError(
                 f"grace must be >= 0 s and calibration runs >= 1, got {self.grace_s} s, {self.calibration_runs}"
@@ -242,7 +251,14 @@ class _Task:
 class EdgeServer:
     """An RSU or service vehicle (module docstring). ``run()`` blocks until `stop()`."""
 
-    def __init__(self, config: ServerConfig, models: dict[str, ServedModel], *, speed: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        config: ServerConfig,
+        models: dict[str, ServedModel],
+        *,
+        speed: dict[str, Any] | None = None,
+        security: ServerSecurity | None = None,
+    ):
         self.config = config
         self.models = models
         self.name = config.name or f"{config.role}-{os.getpid()}"
@@ -253,7 +269,14 @@ class EdgeServer:
         queues = list(models) if config.role == "rsu" else [FIFO]
         self._sched = FairScheduler(queues, config.queue_limit)
         self._cv = threading.Condition(threading.RLock())
-        self._ctx = zmq.Context.instance()
+        self.security = security or ServerSecurity()
+        self._ctx = self.security.context()
+        self._events: SocketEvents | None = None
+        # A frame bigger than the largest tensor this node accepts is refused by libzmq itself,
+        # before it is buffered (the peer is disconnected, counted in link ``disconnects``).
+        self.max_message_bytes = config.max_message_bytes or max(
+            MAX_HEADER_BYTES, *(max(c.bytes for c in m.manifest.cuts[:-1]) for m in models.values())
+        )
         self._router: zmq.Socket | None = None
         self._inproc = _INPROC.format(id(self))
         self.endpoint = ""
@@ -288,19 +311,26 @@ class EdgeServer:
     # ---- set-up ----------------------------------------------------------------------------
     def bind(self) -> str:
         """Bind the ROUTER socket; returns the endpoint (a ``*`` port is resolved)."""
+        self.security.start(self._ctx)
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_PAYLOAD_BYTES + (1 << 20))
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        self.security.apply(sock)
+        self._events = SocketEvents(sock)
         sock.setsockopt(zmq.SNDHWM, 10_000)
         sock.setsockopt(zmq.RCVHWM, 10_000)
         try:
             sock.bind(self.config.bind)
         except zmq.ZMQError as exc:
+            self._events.close()
             sock.close(0)
+            self.security.stop()
             raise SplitrtError(f"cannot bind {self.config.bind}: {exc}") from None
         self._router = sock
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        if self.security.mode == "plain":
+            warn_plain(self.name, "splitrt serve --curve-secret")
         return self.endpoint
 
     def stop(self) -> None:
@@ -329,6 +359,9 @@ class EdgeServer:
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(pull, zmq.POLLIN)
+        events_sock = self._events.socket if self._events is not None else None
+        if events_sock is not None:
+            poller.register(events_sock, zmq.POLLIN)
         self._t0 = time.perf_counter()
         self._reallocate(self._t0)
         self._ready.set()
@@ -347,6 +380,8 @@ class EdgeServer:
                     self._forward_replies(pull, router)
                 if router in events:
                     self._serve_incoming(router)
+                if events_sock in events:
+                    self._drain_link_events()
                 now = time.perf_counter()
                 if now >= next_tick:
                     with self._cv:
@@ -381,8 +416,11 @@ class EdgeServer:
             for w in workers:
                 w.join(timeout=1.0)
             pull.close(0)
+            if self._events is not None:  # before the socket: a monitor outliving it can hang libzmq
+                self._events.close()
             router.close(linger=1000)
             self._router = None
+            self.security.stop()
             restore()
             log.info("%s stopped: %s", self.name, {k: v for k, v in self.counters.items() if isinstance(v, int)})
         return 0
@@ -658,6 +696,11 @@ class EdgeServer:
     def _count_failed(self) -> None:
         self._count("failed")
 
+    def _drain_link_events(self) -> None:
+        if self._events is not None:
+            with self._cv:
+                self._events.drain()
+
     # ---- state -----------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """Every queue's backlog, the allocation and the counters (keys in the module docstring)."""
@@ -687,6 +730,7 @@ class EdgeServer:
             }
             allocation = None if self.allocation is None else dict(self.allocation)
             slot = self.slot
+            link = dict(self._events.counts) if self._events is not None else {}
         return {
             "node": self.name,
             "role": self.config.role,
@@ -700,6 +744,9 @@ class EdgeServer:
             "workers": self.config.workers,
             "threads": self.config.threads,
             "queue_limit": self.config.queue_limit,
+            "max_message_bytes": self.max_message_bytes,
+            "security": self.security.describe(),
+            "link": link,
             "speed": dict(self.speed),
             "models": {
                 name: {
@@ -725,7 +772,9 @@ def node_backlog_flops(state: dict[str, Any], model: str) -> float:
     return float(sum(q.get("flops", 0.0) for q in queues.values()))
 
 
-def serve(config: ServerConfig, dirs: Sequence[str | Path], *, on_ready=None) -> int:
+def serve(
+    config: ServerConfig, dirs: Sequence[str | Path], *, on_ready=None, security: ServerSecurity | None = None
+) -> int:
     """Load the models (under the node's speed emulation), bind, serve until stopped."""
     cpus = min(config.threads * config.workers, os.cpu_count() or 1)
     emulation = SpeedEmulation(config.speed_factor, config.speed_mode, cpus=cpus)
@@ -739,7 +788,7 @@ def serve(config: ServerConfig, dirs: Sequence[str | Path], *, on_ready=None) ->
             emulation=emulation.describe(),
             calibration_runs=config.calibration_runs,
         )
-        server = EdgeServer(config, models, speed=emulation.describe())
+        server = EdgeServer(config, models, speed=emulation.describe(), security=security)
         endpoint = server.bind()
         if on_ready is not None:
             on_ready(server, endpoint)

@@ -25,6 +25,7 @@ VERBS = {
     "evaluate": "evaluate",
     "train": "train",
     "export-policy": "export_policy",
+    "keys": "keys",
 }
 
 

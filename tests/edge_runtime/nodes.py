@@ -54,9 +54,9 @@ def served(manifest, runner=None, tail_s=0.01) -> ServedModel:
 class Node:
     """An EdgeServer running in a thread of this process."""
 
-    def __init__(self, models, **config) -> None:
+    def __init__(self, models, security=None, **config) -> None:
         config.setdefault("bind", "tcp://127.0.0.1:*")
-        self.server = EdgeServer(ServerConfig(**config), models)
+        self.server = EdgeServer(ServerConfig(**config), models, security=security)
         self.endpoint = self.server.bind()
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -50,10 +50,35 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--speed-mode", choices=["auto", "cgroup", "stretch"], default="auto", help="how --speed-factor is emulated"
     )
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="largest ZeroMQ frame accepted; a bigger one disconnects its sender (default: the largest cut tensor)",
+    )
+    p.add_argument(
+        "--curve-secret",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="this node's NAME.key_secret (`splitrt keys`): CURVE-encrypted, authenticated link; "
+        "without it the link is plain (unauthenticated, lab use only)",
+    )
+    p.add_argument(
+        "--allow",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --curve-secret: serve only vehicles whose public key file (NAME.key) is in DIR",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    from edge_runtime.security import ServerSecurity
     from edge_runtime.server import ServerConfig, serve
+
+    security = ServerSecurity.from_files(args.curve_secret, args.allow)
 
     config = ServerConfig(
         bind=args.bind,
@@ -71,6 +96,7 @@ def main(args: argparse.Namespace) -> int:
         providers=(args.provider,),
         speed_factor=args.speed_factor,
         speed_mode=args.speed_mode,
+        max_message_bytes=args.max_message_bytes,
     )
 
     def ready(server, endpoint: str) -> None:
@@ -80,6 +106,13 @@ def main(args: argparse.Namespace) -> int:
         print(
             f"{server.name}: {config.role} serving {models}; capacity {server.capacity_flops_per_s / 1e9:.1f} GFLOP/s"
         )
+        sec = server.security.describe()
+        if sec["mode"] == "curve":
+            print(
+                f"link: CURVE (encrypted, {sec['allowed_keys']} allowed vehicle key(s)), server key {sec['public_key']}"
+            )
+        else:
+            print("link: plain (UNAUTHENTICATED, unencrypted: lab use only; see --curve-secret)")
         print(f"listening {endpoint}", flush=True)
 
-    return serve(config, args.segments, on_ready=ready)
+    return serve(config, args.segments, on_ready=ready, security=security)
