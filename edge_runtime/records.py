@@ -15,7 +15,7 @@ Record keys (durations in seconds on the vehicle's clock unless said otherwise):
 | ``edge``, ``node_name`` | the node's endpoint and the name it reports (null when local) |
 | ``encoding``, ``bytes`` | payload encoding and payload bytes (sent, or that would have been sent when the node was unreachable; 0 when decided local) |
 | ``outcome`` | ``remote`` (edge node returned the result), ``local`` (decided fully local), ``fallback`` (offload failed, finished on the vehicle from the cut it had reached), ``failed`` (could not be computed at all) |
-| ``reason`` | why a fallback or failure happened: ``timeout``, ``busy``, ``unreachable`` (no connection to the node when sending), ``error:<code>: <message>`` (the node's error reply), ``shutdown`` (the vehicle was stopping), ``decider: <error>`` (the decider failed or returned an action out of range: the task ran fully local), or the local exception; empty otherwise |
+| ``reason`` | why a fallback or failure happened: ``timeout``, ``busy``, ``unreachable`` (no connection to the node when sending), ``refused: ...`` (the node rejected this vehicle's CURVE key, or the link's security modes differ), ``error:<code>: <message>`` (the node's error reply), ``shutdown`` (the vehicle was stopping), ``decider: <error>`` (the decider failed or returned an action out of range: the task ran fully local), ``vehicle restarted`` (failed: in flight when the vehicle process died; written by the next start from the journal, edge_runtime.journal), or the local exception; empty otherwise |
 | ``arrival_unix_s``, ``completion_unix_s`` | wall-clock stamps of arrival and completion |
 | ``total_s`` | completion - arrival |
 | ``decide_s`` | arrival -> decision made: building the `DecisionContext` and the decider's own time (the paper's per-step decision time, Table II), plus any lateness of the vehicle's loop in noticing the arrival |
@@ -29,8 +29,12 @@ Record keys (durations in seconds on the vehicle's clock unless said otherwise):
 | ``remote_backlog_tasks``, ``remote_backlog_flops``, ``remote_backlog_s`` | the node's queue when the task arrived there (null unless remote) |
 | ``q_loc_flops``, ``observation`` | the local backlog and the eq (53) observation the decider saw |
 | ``verified``, ``max_abs_err`` | with ``--verify``: max abs difference to the whole model's output, and whether it is within 1e-4 of the output scale (null for the lossy encodings or without ``--verify``) |
+| ``link_security`` | ``plain`` (unauthenticated, unencrypted link) or ``curve`` (edge_runtime.security) |
 
-The nine duration components sum to ``total_s`` (the timestamps they come from are contiguous).
+The nine duration components sum to ``total_s`` (the timestamps they come from are contiguous),
+except in a ``vehicle restarted`` record: the process that timed the task is gone, its components
+are 0 and ``total_s`` runs from arrival to the restart that recorded it. Its ``cut``/``node`` are
+null when the task died before its decision.
 """
 
 from __future__ import annotations
@@ -95,7 +99,12 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in records:
         groups.setdefault((r["cut"], r["node"]), []).append(r)
     out = []
-    for (cut, node), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None else kv[0][1])):
+
+    def order(kv):  # undecided (cut None, a vehicle restarted) first, fully local before node 0
+        (cut, node), _ = kv
+        return (-1 if cut is None else cut, -1 if node is None else node)
+
+    for (cut, node), rs in sorted(groups.items(), key=order):
         total = np.array([r["total_s"] for r in rs])
         out.append(
             {
@@ -117,8 +126,9 @@ def format_summary(rows: Sequence[dict[str, Any]]) -> str:
     lines = [head]
     for r in rows:
         node = "-" if r["node"] is None else str(r["node"])
+        cut = "-" if r["cut"] is None else str(r["cut"])
         lines.append(
-            f"{r['cut']:>4} {node:>5} {r['n']:>6} {r['remote']:>7} {r['local']:>6} {r['fallback']:>7} "
+            f"{cut:>4} {node:>5} {r['n']:>6} {r['remote']:>7} {r['local']:>6} {r['fallback']:>7} "
             f"{r['failed']:>7} {r['mean_s'] * 1e3:>9.2f} {r['p50_s'] * 1e3:>9.2f} {r['p95_s'] * 1e3:>9.2f}"
         )
     return "\n".join(lines)

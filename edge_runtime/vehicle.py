@@ -22,7 +22,13 @@ is used again as soon as it is back). Replies to tasks that already fell back ar
 ``late_replies`` and dropped. The local worker is one thread (the vehicle's CPU); the calling
 thread owns the sockets. Every generated task ends as exactly one record (edge_runtime.records),
 also when the run is interrupted (SIGINT/SIGTERM: no new tasks; offloads in flight fall back
-with reason ``shutdown``; the local queue is finished).
+with reason ``shutdown``; the local queue is finished), and, with a `TaskJournal`
+(edge_runtime.journal), also when the process is killed: the next start records the tasks that
+were in flight as failed (``vehicle restarted``).
+
+Link security (edge_runtime.security): with a CURVE `ClientSecurity` every DEALER encrypts and
+pins its node's public key; a node that refuses this vehicle's key makes the offload fall back
+with reason ``refused: ...`` instead of ``unreachable``. Records carry ``link_security``.
 """
 
 from __future__ import annotations
@@ -44,8 +50,10 @@ import zmq
 from edge_runtime import observation as obs_layout
 from edge_runtime.decision import Decider, DecisionContext, make_decider
 from edge_runtime.errors import SplitrtError
+from edge_runtime.journal import TaskJournal
 from edge_runtime.manifest import Manifest
 from edge_runtime.records import DURATION_KEYS, RecordSink
+from edge_runtime.security import ClientSecurity, SocketEvents, warn_plain
 from edge_runtime.segments import SegmentRunner, open_session
 from edge_runtime.server import node_backlog_flops
 from edge_runtime.speed import SpeedEmulation
@@ -204,8 +212,13 @@ class Vehicle:
         sinks: Sequence[RecordSink] = (),
         decider: Decider | None = None,
         runner_speed_factor: float = 1.0,
+        security: ClientSecurity | None = None,
+        journal: TaskJournal | None = None,
     ) -> None:
         self.config = config
+        self.security = security or ClientSecurity()
+        self.journal = journal  # write-ahead log of every task (edge_runtime.journal)
+        self._index_base = journal.next_index if journal is not None else 0
         self.manifest = segments if isinstance(segments, Manifest) else Manifest.load(segments)
         m = self.manifest
         self.n = m.n_segments
@@ -233,6 +246,7 @@ class Vehicle:
         self._node_names: list[str | None] = [None] * self.n_nodes
         self._inflight: list[dict[str, _Task]] = [{} for _ in range(self.n_nodes)]
         self._dealers: list[zmq.Socket] = []
+        self._link_events: list[SocketEvents] = []
 
     def _reference_outputs(self) -> list[np.ndarray]:
         """The whole model's output for every pool input (unsplit file if the export kept it)."""
@@ -247,8 +261,10 @@ class Vehicle:
         self._stop.set()
 
     # ---- sockets ---------------------------------------------------------------------------
-    def _dealer(self, endpoint: str) -> zmq.Socket:
+    def _dealer(self, endpoint: str, node: int = 0) -> zmq.Socket:
         sock = self._ctx.socket(zmq.DEALER)
+        self.security.apply(sock, node)
+        self._link_events.append(SocketEvents(sock))
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
@@ -260,6 +276,7 @@ class Vehicle:
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
+            self._link_events.pop().close()
             sock.close(0)
             raise SplitrtError(f"--edge {endpoint!r} is not a valid ZeroMQ endpoint: {exc}") from None
         return sock
@@ -287,7 +304,9 @@ class Vehicle:
     def run(self) -> list[dict[str, Any]]:
         cfg = self.config
         schedule = deque(arrival_times(cfg.arrivals, cfg.slots, cfg.slot_s, np.random.default_rng(cfg.seed + 1)))
-        self._dealers = [self._dealer(e) for e in cfg.edges]
+        self._dealers = [self._dealer(e, j) for j, e in enumerate(cfg.edges)]
+        if self.security.mode == "plain":
+            warn_plain(cfg.vehicle_id, "splitrt vehicle --curve-secret")
         pull = self._ctx.socket(zmq.PULL)
         pull.setsockopt(zmq.LINGER, 0)
         pull.bind(self._inproc)
@@ -339,6 +358,8 @@ class Vehicle:
             self._local.close()
             worker.join(timeout=10.0)
             pull.close(0)
+            for events in self._link_events:
+                events.close()
             for sock in self._dealers:
                 sock.close(0)
             restore()
@@ -382,7 +403,7 @@ class Vehicle:
 
     def _arrive(self, slot: int, arrival: float) -> None:
         cfg = self.config
-        index = self.counters["generated"]
+        index = self._index_base + self.counters["generated"]
         self.counters["generated"] += 1
         task = _Task(
             index=index,
@@ -392,6 +413,17 @@ class Vehicle:
             arrival=arrival,
             arrival_unix=time.time() - (time.perf_counter() - arrival),
         )
+        if self.journal is not None:  # before anything else happens to the task
+            self.journal.generated(
+                task_id=task.id,
+                index=index,
+                slot=slot,
+                arrival_unix_s=task.arrival_unix,
+                model=self.manifest.model,
+                digest=self.manifest.digest,
+                decider=self.decider.name,
+                link_security=self.security.mode,
+            )
         ctx = self.decision_context(slot)
         try:
             cut, node = (int(v) for v in self.decider.decide(ctx))
@@ -409,6 +441,14 @@ class Vehicle:
         task.q_loc_flops = float(ctx.observation[obs_layout.Q_LOC])
         spec = self.manifest.cut_spec(task.cut)
         task.encoding = cfg.encoding if np.dtype(spec.dtype).kind == "f" else "fp32"
+        if self.journal is not None:
+            self.journal.decided(
+                task_id=task.id,
+                cut=task.cut,
+                node=task.node,
+                edge=None if task.node is None else cfg.edges[task.node],
+                encoding=task.encoding,
+            )
         with self._lock:
             self._open[task.id] = task
         if task.cut == 0:
@@ -509,11 +549,17 @@ class Vehicle:
         try:
             self._dealers[task.node].send_multipart(pack(header, enc.payload), zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
-            reason = "unreachable" if exc.errno == zmq.EAGAIN else f"unreachable: {exc}"
+            reason = self._unreachable_reason(task.node) if exc.errno == zmq.EAGAIN else f"unreachable: {exc}"
             self._fail_remote(task, reason, time.perf_counter())
             return
         task.deadline = time.perf_counter() + self.config.timeout_s
         self._inflight[task.node][task.id] = task
+
+    def _unreachable_reason(self, j: int) -> str:
+        """``unreachable``, or why the node refused this vehicle (a CURVE handshake it rejected)."""
+        events = self._link_events[j]
+        events.drain()
+        return events.last_failure or "unreachable"
 
     def _receive(self, j: int) -> None:
         sock = self._dealers[j]
@@ -603,6 +649,8 @@ class Vehicle:
     def _finish(self, task: _Task, outcome: str, reason: str, done: float) -> None:
         record = self._record(task, outcome, reason, done)
         with self._lock:
+            if self.journal is not None:  # journaled before any sink sees it (recovery relies on it)
+                self.journal.record(record)
             self._open.pop(task.id, None)
             self.records.append(record)
             for sink in self.sinks:
@@ -646,14 +694,27 @@ class Vehicle:
             "observation": task.observation,
             "verified": verified,
             "max_abs_err": max_err,
+            "link_security": self.security.mode,
         }
 
 
-def run_vehicle(config: VehicleConfig, segments: str | Path, *, sinks: Sequence[RecordSink] = ()) -> list[dict]:
-    """Set up the speed emulation, run the vehicle, return its records."""
+def run_vehicle(
+    config: VehicleConfig,
+    segments: str | Path,
+    *,
+    sinks: Sequence[RecordSink] = (),
+    security: ClientSecurity | None = None,
+    journal: TaskJournal | None = None,
+) -> list[dict]:
+    """Set up the speed emulation, run the vehicle, return its records. The records a journal
+    recovered from a previous run (tasks in flight when it died) go to the sinks first."""
     emulation = SpeedEmulation(config.speed_factor, config.speed_mode, cpus=config.threads)
     factor = emulation.apply()
     try:
-        return Vehicle(config, segments, sinks=sinks, runner_speed_factor=factor).run()
+        vehicle = Vehicle(config, segments, sinks=sinks, runner_speed_factor=factor, security=security, journal=journal)
+        for record in journal.recovered if journal is not None else ():
+            for sink in sinks:
+                sink(record)
+        return vehicle.run()
     finally:
         emulation.close()

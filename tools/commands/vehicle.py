@@ -10,6 +10,7 @@ itself from the cut it reached. One JSON record per task (--out), a summary tabl
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -46,10 +47,38 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id", default="v0", help="vehicle id (task ids are ID-N)")
     p.add_argument("--seed", type=int, default=0, help="seed of the inputs and of Poisson arrivals")
     p.add_argument("--connect-s", type=float, default=5.0, help="wait this long for the edge connections at start")
+    p.add_argument(
+        "--journal",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write-ahead task journal (default: OUT.journal with --out): after a kill, the next start "
+        "records the tasks that were in flight as failed ('vehicle restarted') and repairs --out",
+    )
+    p.add_argument("--no-journal", action="store_true", help="keep no journal (a killed vehicle loses its open tasks)")
+    p.add_argument(
+        "--curve-secret",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="this vehicle's NAME.key_secret (`splitrt keys`): CURVE-encrypted, authenticated link "
+        "(without it: plain, unauthenticated, lab use only)",
+    )
+    p.add_argument(
+        "--server-key",
+        type=Path,
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="the edge node's public key NAME.key (once for all --edge, or once per --edge in order)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    from edge_runtime.errors import SplitrtError
+    from edge_runtime.journal import TaskJournal
     from edge_runtime.records import JsonlSink, format_summary, summarize
+    from edge_runtime.security import ClientSecurity
     from edge_runtime.vehicle import VehicleConfig, run_vehicle
 
     config = VehicleConfig(
@@ -69,12 +98,33 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
         connect_s=args.connect_s,
     )
-    sinks = [JsonlSink(args.out)] if args.out else []
+    security = ClientSecurity.from_files(args.curve_secret, args.server_key, len(config.edges))
+    if args.journal is not None and args.no_journal:
+        raise SplitrtError("--journal and --no-journal contradict each other")
+    journal_path = args.journal or (None if args.no_journal or not args.out else Path(f"{args.out}.journal"))
+    if args.out is not None and args.out.is_dir():
+        raise SplitrtError(f"--out {args.out} is a directory; give a file for the JSON-lines records")
+    journal = None
+    if journal_path is not None:
+        journal = TaskJournal.open(journal_path, args.id, records_path=args.out, start={"argv": " ".join(sys.argv)})
+    sinks = []
     try:
-        records = run_vehicle(config, args.segments, sinks=sinks)
+        if args.out:
+            try:
+                sinks.append(JsonlSink(args.out))
+            except OSError as exc:
+                raise SplitrtError(f"--out {args.out}: cannot open for writing ({exc.strerror or exc})") from None
+        records = run_vehicle(config, args.segments, sinks=sinks, security=security, journal=journal)
     finally:
         for sink in sinks:
             sink.close()
+        if journal is not None:
+            journal.close()
+    if journal is not None and (journal.recovered or journal.repaired):
+        print(
+            f"{args.id}: journal {journal.path}: {len(journal.recovered)} task(s) of the previous run recorded as "
+            f"failed (vehicle restarted), {journal.repaired} record(s) restored"
+        )
     print(f"{args.id}: {len(records)} tasks")
     if records:
         print(format_summary(summarize(records)))
