@@ -34,13 +34,14 @@ def free_port() -> int:
 class Proc:
     """One `python -m tools.cli ...` subprocess with its output in files."""
 
-    def __init__(self, name: str, args: list[str], workdir: Path) -> None:
+    def __init__(self, name: str, args: list[str], workdir: Path, prefix: list[str] | tuple = ()) -> None:
         self.name = name
         self.out = workdir / f"{name}.out"
         self.err = workdir / f"{name}.err"
-        with self.out.open("w") as out, self.err.open("w") as err:
+        # Appended, so a process restarted under the same name keeps its earlier output.
+        with self.out.open("a") as out, self.err.open("a") as err:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "tools.cli", "--log-level", "INFO", *args],
+                [*prefix, sys.executable, "-m", "tools.cli", "--log-level", "INFO", *args],
                 cwd=ROOT,
                 stdout=out,
                 stderr=err,
@@ -85,22 +86,47 @@ class Procs:
         self.workdir = workdir
         self.items: list[Proc] = []
 
-    def start(self, name: str, *args: str) -> Proc:
-        proc = Proc(name, [str(a) for a in args], self.workdir)
+    def start(self, name: str, *args: str, prefix: list[str] | tuple = ()) -> Proc:
+        proc = Proc(name, [str(a) for a in args], self.workdir, prefix)
         self.items.append(proc)
         return proc
 
-    def server(self, name: str, segments: list[Path], *extra: str, port: int | None = None) -> tuple[Proc, str]:
-        endpoint = f"tcp://127.0.0.1:{port or free_port()}"
-        proc = self.start(name, "serve", "--segments", *segments, "--bind", endpoint, "--name", name, *extra)
+    def server(
+        self,
+        name: str,
+        segments: list[Path],
+        *extra: str,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        prefix: list[str] | tuple = (),
+    ) -> tuple[Proc, str]:
+        """`splitrt serve` on ``host:port`` (``prefix``: e.g. ``ip netns exec NS`` to run it there)."""
+        endpoint = f"tcp://{host}:{port or free_port()}"
+        proc = self.start(
+            name, "serve", "--segments", *segments, "--bind", endpoint, "--name", name, *extra, prefix=prefix
+        )
         proc.wait_for("listening ")
         return proc, endpoint
 
-    def vehicle(self, name: str, segments: Path, edges: list[str], *extra: str) -> tuple[Proc, Path]:
+    def vehicle(
+        self, name: str, segments: Path, edges: list[str], *extra: str, prefix: list[str] | tuple = ()
+    ) -> tuple[Proc, Path]:
+        """`splitrt vehicle` writing ``WORKDIR/NAME.jsonl`` (and its journal ``NAME.jsonl.journal``)."""
         out = self.workdir / f"{name}.jsonl"
         edge_args = [a for e in edges for a in ("--edge", e)]
         proc = self.start(
-            name, "vehicle", "--segments", segments, *edge_args, "--id", name, "--out", out, "--verify", *extra
+            name,
+            "vehicle",
+            "--segments",
+            segments,
+            *edge_args,
+            "--id",
+            name,
+            "--out",
+            out,
+            "--verify",
+            *extra,
+            prefix=prefix,
         )
         return proc, out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,59 @@ def test_blackout_and_cleanup_after_an_exception():
         tag = topo.tag
         raise RuntimeError("crash inside the experiment")
     assert not [ns for ns in list_namespaces() if ns.startswith(tag)]
+
+
+UDP_COUNT = (
+    "import socket, sys, time\n"
+    "mode, ip, n = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "if mode == 'recv':\n"
+    "    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)\n"
+    "    s.bind((ip, 5002)); s.settimeout(2.0); print('ready', flush=True); got = 0\n"
+    "    try:\n"
+    "        while True:\n"
+    "            s.recv(64); got += 1\n"
+    "    except socket.timeout:\n"
+    "        print(got, flush=True)\n"
+    "else:\n"
+    "    for i in range(n):\n"
+    "        s.sendto(b'x' * 32, (ip, 5002)); time.sleep(0.0003)\n"
+)
+
+
+def udp_delivered(topo: Topology, link, n: int) -> int:
+    """Datagrams of ``n`` sent from cv0 that arrive in rsu."""
+    rcv = subprocess.Popen(
+        topo.exec_prefix("rsu") + [sys.executable, "-c", UDP_COUNT, "recv", link.ip_b, "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert rcv.stdout.readline().strip() == "ready"
+        subprocess.run(
+            topo.exec_prefix("cv0") + [sys.executable, "-c", UDP_COUNT, "send", link.ip_b, str(n)],
+            check=True,
+            timeout=60,
+        )
+        return int(rcv.stdout.readline())
+    finally:
+        rcv.kill()
+        rcv.wait()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["nftables", "iptables"])
+def test_random_loss_drops_about_the_fraction_asked_and_is_removed(method):
+    tool = "nft" if method == "nftables" else "iptables"
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (apt-get install {method})")
+    with Topology() as topo:
+        topo.add_namespace("rsu")
+        topo.add_namespace("cv0")
+        link = topo.add_link("cv0", "rsu")
+        n = 2000
+        assert topo.set_loss(link, 0.10, method=method) == method
+        lost = 1 - udp_delivered(topo, link, n) / n
+        assert 0.06 <= lost <= 0.14, lost  # binomial: 10% +- 4.5 standard deviations
+        topo.set_loss(link, 0.0)
+        assert udp_delivered(topo, link, n) == n

@@ -105,6 +105,8 @@ class Topology:
         self.namespaces: list[str] = []
         self.links: dict[str, Link] = {}
         self.rates_bps: dict[str, float] = {}
+        self.loss: dict[str, float] = {}
+        self.loss_method: dict[str, str] = {}
         self.delay_ms = delay_ms
         self.netem = delay_ms > 0 and netem_available()
         if delay_ms > 0 and not self.netem:
@@ -223,6 +225,69 @@ class Topology:
         link = self.links[link] if isinstance(link, str) else link
         for ns, dev in ((link.ns_a, link.dev_a), (link.ns_b, link.dev_b)):
             _run(["ip", "-n", ns, "link", "set", dev, "down" if down else "up"])
+
+    def set_loss(self, link: Link | str, fraction: float, method: str | None = None) -> str:
+        """Drop each packet arriving at either end of ``link`` with probability ``fraction`` (0
+        removes the rule). Returns the mechanism: ``nftables`` (``meta random`` in a prerouting
+        chain) or, without nft, ``iptables`` (``statistic --mode random`` in raw PREROUTING);
+        ``method`` forces one.
+
+        Packets are dropped on arrival, as a lossy radio would: a drop on the sender's output
+        path would instead fail its send() with EPERM, which no real link does. netem's ``loss``
+        is not used even where the kernel has it: the packet filter works on every kernel here
+        and leaves the tbf/netem qdiscs of `set_rate` alone, so rate and loss compose."""
+        link = self.links[link] if isinstance(link, str) else link
+        if not 0.0 <= fraction < 1.0:
+            raise SplitrtError(f"loss must be a fraction in [0, 1), got {fraction}")
+        if method is None:
+            method = self.loss_method.get(link.name) or (
+                "nftables" if shutil.which("nft") else "iptables" if shutil.which("iptables") else None
+            )
+        if (
+            method not in ("nftables", "iptables")
+            or shutil.which("nft" if method == "nftables" else "iptables") is None
+        ):
+            raise SplitrtError(f"packet loss needs nftables or iptables (apt-get install nftables); got {method!r}")
+        for ns, dev in ((link.ns_a, link.dev_a), (link.ns_b, link.dev_b)):
+            table = "splitrt_" + "".join(ch if ch.isalnum() else "_" for ch in dev)
+            nft = ["ip", "netns", "exec", ns, "nft"]
+            ipt = ["ip", "netns", "exec", ns, "iptables"]
+            rule = ["-i", dev, "-m", "statistic", "--mode", "random", "--probability", f"{fraction:.6f}", "-j", "DROP"]
+            if method == "nftables":
+                _run([*nft, "delete", "table", "inet", table], check=False)
+                if fraction > 0:
+                    threshold = int(fraction * 0x7FFFFFFF)
+                    _run([*nft, "add", "table", "inet", table])
+                    _run([*nft, "add", "chain", "inet", table, "in", "{ type filter hook prerouting priority -300 ; }"])
+                    _run(
+                        [*nft, "add", "rule", "inet", table, "in", "iifname", dev]
+                        + ["meta", "random", "&", "2147483647", "<", str(threshold), "counter", "drop"]
+                    )
+            else:
+                previous = self.loss.get(link.name)
+                if previous:
+                    old = [*rule[:-3], f"{previous:.6f}", "-j", "DROP"]
+                    _run([*ipt, "-t", "raw", "-D", "PREROUTING", *old], check=False)
+                if fraction > 0:
+                    _run([*ipt, "-t", "raw", "-A", "PREROUTING", *rule])
+        self.loss[link.name] = fraction
+        self.loss_method[link.name] = method
+        return method
+
+    def dropped_packets(self, link: Link | str) -> int | None:
+        """Packets the loss rule of ``link`` has dropped so far (both ends; nftables only, else None)."""
+        link = self.links[link] if isinstance(link, str) else link
+        if self.loss_method.get(link.name) != "nftables":
+            return None
+        total = 0
+        for ns, dev in ((link.ns_a, link.dev_a), (link.ns_b, link.dev_b)):
+            table = "splitrt_" + "".join(ch if ch.isalnum() else "_" for ch in dev)
+            out = _run(["ip", "netns", "exec", ns, "nft", "list", "table", "inet", table], check=False).stdout
+            words = out.split()
+            total += sum(
+                int(words[i + 2]) for i, w in enumerate(words[:-2]) if w == "counter" and words[i + 1] == "packets"
+            )
+        return total
 
     def exec_prefix(self, name: str) -> list[str]:
         """Command prefix that runs a program inside namespace ``name`` (short name)."""
