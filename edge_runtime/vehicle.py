@@ -135,6 +135,8 @@ class VehicleConfig:
             raise SplitrtError(f"--slots must be >= 0 and --slot-s > 0 s, got {self.slots} and {self.slot_s}")
         if not self.timeout_s > 0:
             raise SplitrtError(f"--timeout-s must be positive seconds, got {self.timeout_s}")
+        if not self.connect_s >= 0:
+            raise SplitrtError(f"--connect-s must be >= 0 s, got {self.connect_s}")
         if self.encoding not in ENCODINGS:
             raise SplitrtError(f"--encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
         if not self.vehicle_id or len(self.vehicle_id) > 64:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge_runtime.errors import SplitrtError
 from edge_runtime.policy import POLICY_META, OnDevicePolicy
 from policy.methods import MethodNotApplicable
 
@@ -34,7 +35,12 @@ def find_policy(root: str | Path, method: str, scenario, match: str = "exact") -
     root = Path(root)
     metas = [root / POLICY_META] if (root / POLICY_META).is_file() else sorted(root.rglob(POLICY_META))
     for meta_path in metas:
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SplitrtError(f"cannot read policy metadata {meta_path}: {exc}") from None
+        if not isinstance(meta, dict):
+            raise SplitrtError(f"policy metadata {meta_path} is not a JSON object")
         sc = meta.get("scenario", {})
         if meta.get("method") != method or meta.get("n_nodes") != scenario.n_nodes:
             continue

@@ -26,12 +26,15 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from tools import bench
+    from tools.paths import output_dir, output_file
 
     if args.list:
         for name, target in bench.BENCHMARKS.items():
             print(f"{name:<20} {target}")
         return 0
     names = [n.strip() for group in (args.only or []) for n in group.split(",") if n.strip()] or None
+    output_file(args.out)
+    output_dir(args.work, "--work")
     ctx = bench.BenchContext(work=args.work, quick=args.quick)
     if args.models:
         ctx.models = tuple(m.strip() for m in args.models.split(",") if m.strip())

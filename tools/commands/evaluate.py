@@ -71,7 +71,8 @@ def main(args: argparse.Namespace) -> int:
     from edge_runtime.errors import SplitrtError
     from policy import config
     from policy.evaluate import base_setting, format_summary, plot, settings_grid, sweep
-    from policy.methods import METHODS, parse_method_options
+    from policy.methods import METHODS, make_method, parse_method_options
+    from tools.paths import output_dir
 
     overrides = config.parse_overrides(args.set)
     if bool(args.vehicle_profiles) != bool(args.rsu_profiles):
@@ -91,6 +92,8 @@ def main(args: argparse.Namespace) -> int:
     stray = [m for m in options if m not in methods]
     if stray:
         raise SplitrtError(f"--method-opt names {', '.join(stray)}, which is not in --methods")
+    for name in methods:  # options are checked now, not after the first method has run
+        make_method(name, options.get(name))
     if args.seeds < 1:
         raise SplitrtError(f"--seeds must be >= 1, got {args.seeds}")
     if min(args.cvs) < 1:
@@ -99,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
     for s in settings:  # validate every setting before running anything
         base.replace(n_cvs=s.cvs, n_svs=s.svs, v=s.v)
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    output_dir(args.out)
     (args.out / "config.json").write_text(
         json.dumps(
             {
@@ -115,7 +118,9 @@ def main(args: argparse.Namespace) -> int:
         )
         + "\n"
     )
-    bar = tqdm(total=len(settings) * len(methods) * base.slots, unit="slot", desc="evaluate", file=sys.stderr)
+    bar = tqdm(
+        total=len(settings) * len(methods) * base.slots, unit="slot", desc="evaluate", file=sys.stderr, disable=None
+    )  # disable=None: no bar when stderr is not a terminal (logs, pipes)
 
     def progress(slots: int, label: str) -> None:
         bar.set_postfix_str(label)

@@ -38,8 +38,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from edge_runtime.manifest import Manifest
     from edge_runtime.profile import format_table, measure
+    from tools.paths import output_file, write_text
 
     manifest = Manifest.load(args.segments)
+    out = output_file(args.out or (args.segments / "profile.json"))
     profile = measure(
         manifest,
         threads=args.threads,
@@ -50,9 +52,7 @@ def main(args: argparse.Namespace) -> int:
         speed_factor=args.speed_factor,
         speed_mode=args.speed_mode,
     )
-    out = args.out or (args.segments / "profile.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(profile, indent=1) + "\n")
+    write_text(out, json.dumps(profile, indent=1) + "\n")
     print(format_table(profile))
     print(f"profile written to {out}")
     return 0

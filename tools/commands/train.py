@@ -33,11 +33,30 @@ def configure(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import time
 
+    from edge_runtime.errors import SplitrtError
     from policy.train import TrainConfig, train
+    from tools.paths import output_dir
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     cfg = TrainConfig(**values)
+    _check_device(cfg.device)
+    if args.resume and not (args.out / "checkpoint.pt").is_file():
+        raise SplitrtError(f"--resume: no checkpoint at {args.out / 'checkpoint.pt'} (drop --resume to start afresh)")
+    output_dir(args.out)
     start = time.perf_counter()
     out = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     print(f"trained {cfg.method} in {time.perf_counter() - start:.0f} s -> {out} (policy in {out / 'policy'})")
     return 0
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    from edge_runtime.errors import SplitrtError
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise SplitrtError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SplitrtError(f"--device {device}: torch sees no CUDA device here")
