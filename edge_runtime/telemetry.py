@@ -13,8 +13,9 @@ with ``"schema": 1``, ``"kind"`` and ``"sent_at"`` (sender's wall clock, seconds
 | splitrt/<exp>/slot | slot | yes | 0 | the slot beacon: slot index, slot start (wall clock), slot length |
 | splitrt/<exp>/event | event | no | 1 | experiment events: start/stop, fault windows |
 
-Telemetry never carries tensors: payloads are JSON objects and `publish` refuses anything over
-``MAX_PAYLOAD_BYTES``.
+Telemetry never carries tensors: payloads are JSON objects (a numpy array or raw bytes is not
+JSON and is refused), no list in them may hold more than ``MAX_LIST_ITEMS`` values (a tensor
+flattened into a list is), and `publish` refuses anything over ``MAX_PAYLOAD_BYTES``.
 
 Never blocking. paho runs its network loop in its own thread; `Publisher.publish` only enqueues.
 While the broker is unreachable paho keeps QoS-1 messages in a bounded queue
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_LIST_ITEMS = 256  # the longest list a message holds is an observation (2J + 1 values)
 KINDS = ("node_state", "vehicle_state", "task", "controller", "slot", "event")
 
 
@@ -92,12 +94,26 @@ def encode(kind: str, body: dict[str, Any]) -> bytes:
         ).encode()
     except (TypeError, ValueError) as exc:
         raise SplitrtError(f"telemetry {kind} payload is not plain JSON: {exc}") from None
+    longest = _longest_list(body)
+    if longest > MAX_LIST_ITEMS:
+        raise SplitrtError(
+            f"telemetry {kind} payload holds a list of {longest} values (limit {MAX_LIST_ITEMS}): "
+            "telemetry never carries tensors"
+        )
     if len(data) > MAX_PAYLOAD_BYTES:
         raise SplitrtError(
             f"telemetry {kind} payload is {len(data)} bytes (limit {MAX_PAYLOAD_BYTES}): "
             "telemetry never carries tensors"
         )
     return data
+
+
+def _longest_list(obj: Any) -> int:
+    if isinstance(obj, dict):
+        return max((_longest_list(v) for v in obj.values()), default=0)
+    if isinstance(obj, (list, tuple)):
+        return max(len(obj), *(_longest_list(v) for v in obj)) if obj else 0
+    return 0
 
 
 def decode(payload: bytes) -> dict[str, Any]:

@@ -5,18 +5,25 @@ mosquitto (Debian's package; starts in ~35 ms) runs as a child process with a ge
 that listens on 127.0.0.1 (or the given host) only. amqtt (pure Python, PyPI) runs on its own
 asyncio loop in a daemon thread of this process; it speaks MQTT v3.1.1 only, which is what
 edge_runtime.telemetry uses.
+
+A secured mosquitto (``users`` and/or ``tls``): ``allow_anonymous false`` with a password file
+made by ``mosquitto_passwd``, and a TLS-only listener (``cafile``/``certfile``/``keyfile``); the
+URL becomes ``mqtts://``. `make_test_ca` makes a self-signed CA and a server certificate for
+127.0.0.1/localhost with openssl, for tests and lab set-ups (a deployment uses its own PKI).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge_runtime.errors import SplitrtError
@@ -43,11 +50,45 @@ def wait_listening(host: str, port: int, timeout_s: float) -> bool:
     return False
 
 
-class EmbeddedBroker:
-    """A running broker. ``kind`` is 'mosquitto' or 'amqtt'; ``url`` is mqtt://host:port."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS listener: the CA that signed the server certificate, the certificate and its key."""
 
-    def __init__(self, kind: str, host: str, port: int) -> None:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_test_ca(directory: str | Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
+    """A self-signed CA and a server certificate it signs for ``hosts`` (openssl; 2048-bit RSA)."""
+    if shutil.which("openssl") is None:
+        raise SplitrtError("openssl is not installed (apt-get install openssl)")
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    ca, ca_key, cert, key, csr = (d / n for n in ("ca.crt", "ca.key", "server.crt", "server.key", "server.csr"))
+    san = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() else f"DNS:{h}" for h in hosts)
+    (d / "san.ext").write_text(f"subjectAltName={san}\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=splitrt test CA"]
+        + ["-keyout", str(ca_key), "-out", str(ca)],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={hosts[0]}", "-keyout", str(key), "-out", str(csr)],
+        ["x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", "2"]
+        + ["-extfile", str(d / "san.ext"), "-out", str(cert)],
+    ]
+    for args in steps:
+        r = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise SplitrtError(f"openssl {args[0]} failed: {r.stderr.strip()[-300:]}")
+    return TlsFiles(ca, cert, key)
+
+
+class EmbeddedBroker:
+    """A running broker. ``kind`` is 'mosquitto' or 'amqtt'; ``url`` is mqtt://host:port (mqtts://
+    with TLS)."""
+
+    def __init__(self, kind: str, host: str, port: int, *, tls: TlsFiles | None = None) -> None:
         self.kind, self.host, self.port = kind, host, port
+        self.tls = tls
         self._proc: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -56,16 +97,36 @@ class EmbeddedBroker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     # ---- mosquitto ----------------------------------------------------------------------
-    def _start_mosquitto(self, exe: str, netns: str | None) -> None:
+    def _start_mosquitto(self, exe: str, netns: str | None, users: dict[str, str] | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="splitrt-mosq-")
         conf = Path(self._tmp.name) / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
-            "log_dest stderr\nlog_type error\nmax_queued_messages 10000\n"
-        )
+        lines = [f"listener {self.port} {self.host}", "persistence false", "log_dest stderr", "log_type error"]
+        lines.append("max_queued_messages 10000")
+        if os.geteuid() == 0:
+            # mosquitto started as root drops to user "mosquitto", who cannot read the password
+            # file and keys in our private temp directories: the embedded broker keeps the
+            # privileges of whoever started the experiment.
+            lines.append("user root")
+        if users:
+            passwd = Path(self._tmp.name) / "passwd"
+            tool = shutil.which("mosquitto_passwd")
+            if tool is None:
+                raise SplitrtError("mosquitto_passwd is not installed (it comes with the mosquitto package)")
+            for i, (user, password) in enumerate(users.items()):
+                flags = ["-b", "-c"] if i == 0 else ["-b"]
+                r = subprocess.run([tool, *flags, str(passwd), user, password], capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise SplitrtError(f"mosquitto_passwd failed for user {user!r}: {r.stderr.strip()}")
+            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        else:
+            lines.append("allow_anonymous true")
+        if self.tls:
+            lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.cert}", f"keyfile {self.tls.key}"]
+            lines.append("tls_version tlsv1.2")
+        conf.write_text("\n".join(lines) + "\n")
         cmd = [exe, "-c", str(conf)]
         if netns:
             cmd = ["ip", "netns", "exec", netns, *cmd]
@@ -151,25 +212,33 @@ class EmbeddedBroker:
         self.stop()
 
 
+def mosquitto_path() -> str | None:
+    return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
+
+
 def start_broker(
     kind: str = "auto",
     host: str = "127.0.0.1",
     port: int | None = None,
     netns: str | None = None,
     timeout_s: float = 10.0,
+    *,
+    users: dict[str, str] | None = None,
+    tls: TlsFiles | None = None,
 ) -> EmbeddedBroker:
-    """Start an embedded broker and wait until it accepts connections."""
+    """Start an embedded broker and wait until it accepts connections. ``users`` (name ->
+    password) turns anonymous access off; ``tls`` makes the listener TLS-only (mosquitto only)."""
     if kind not in KINDS:
         raise SplitrtError(f"broker kind {kind!r} is not one of {', '.join(KINDS)}")
-    exe = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
-    if kind == "mosquitto" and exe is None:
-        raise SplitrtError("mosquitto is not installed (apt-get install mosquitto)")
-    use = "mosquitto" if (kind == "mosquitto" or (kind == "auto" and exe)) else "amqtt"
+    exe = mosquitto_path()
+    if (kind == "mosquitto" or users or tls) and exe is None:
+        raise SplitrtError("mosquitto is not installed (apt-get install mosquitto); a secured broker needs it")
+    use = "mosquitto" if (kind == "mosquitto" or users or tls or (kind == "auto" and exe)) else "amqtt"
     if use == "amqtt" and netns:
         raise SplitrtError("the in-process amqtt broker cannot run inside a network namespace; install mosquitto")
-    broker = EmbeddedBroker(use, host, port or free_port(host if not netns else "127.0.0.1"))
+    broker = EmbeddedBroker(use, host, port or free_port(host if not netns else "127.0.0.1"), tls=tls)
     if use == "mosquitto":
-        broker._start_mosquitto(exe, netns)
+        broker._start_mosquitto(exe, netns, users)
     else:
         broker._start_amqtt()
     if netns is None and not wait_listening(broker.host, broker.port, timeout_s):

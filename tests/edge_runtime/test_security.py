@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +186,32 @@ def test_state_request_over_curve_reports_the_mode(tiny, keys, curve_node):
         }
     finally:
         sock.close(0)
+
+
+# What could turn received (or downloaded) bytes into code: none of it is used anywhere, except
+# the allow-listed line below (a file this project's trainer wrote itself).
+UNSAFE = re.compile(
+    r"\bimport (c?pickle|marshal|shelve|dill|jsonpickle)\b|\b(c?pickle|marshal|shelve|dill)\.\w"
+    r"|_pyobj\(|recv_serialized|(?<![.\w])(eval|exec)\("
+    r"|yaml\.(unsafe_)?load\(|allow_pickle\s*=\s*True|torch\.load\((?![^)]*weights_only=True)"
+)
+ALLOWED = {
+    # `splitrt train --resume` / `export-policy` reload the trainer's own checkpoint.pt (optimizer
+    # state and numpy generators need full unpickling). A checkpoint is code: never load one you
+    # did not make (README, threat model).
+    ("policy/train.py", "torch.load(ckpt_path, weights_only=False"),
+}
+
+
+def test_no_pickle_eval_or_exec_anywhere():
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for package in ("edge_runtime", "models", "policy", "tools", "hil_tests"):
+        for path in sorted((root / package).rglob("*.py")):
+            rel = str(path.relative_to(root))
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if UNSAFE.search(line) and not any(rel == f and s in line for f, s in ALLOWED):
+                    offenders.append(f"{rel}:{n}: {line.strip()}")
+    assert offenders == []
+    assert UNSAFE.search("frames = sock.recv_pyobj()") and UNSAFE.search("x = eval(header)")  # the net catches
+    assert not UNSAFE.search("model.eval()")

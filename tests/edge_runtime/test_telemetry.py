@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from edge_runtime.errors import SplitrtError
-from edge_runtime.telemetry import KINDS, MAX_PAYLOAD_BYTES, BrokerAddress, decode, encode, parse_topic, topic
+from edge_runtime.telemetry import (
+    KINDS,
+    MAX_LIST_ITEMS,
+    MAX_PAYLOAD_BYTES,
+    BrokerAddress,
+    decode,
+    encode,
+    parse_topic,
+    topic,
+)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -44,3 +54,27 @@ def test_broker_urls():
     assert BrokerAddress.parse("mqtts://broker").port == 8883
     with pytest.raises(SplitrtError, match="must look like"):
         BrokerAddress.parse("http://x:1")
+
+
+def test_telemetry_never_carries_tensors(tiny):
+    """A vehicle's task record goes out as telemetry; a tensor, in any form, does not."""
+    from edge_runtime.segments import SegmentRunner
+    from edge_runtime.vehicle import Vehicle, VehicleConfig
+    from models.segmenter import sample_input
+
+    config = VehicleConfig(edges=("tcp://127.0.0.1:9",), decider="fixed:2", slots=2, slot_s=0.01, connect_s=0.05)
+    records = Vehicle(config, tiny["res"]).run()
+    for record in records:  # the records the `task` topic carries pass every check
+        assert decode(encode("task", record))["task_id"] == record["task_id"]
+    m = tiny["res"]
+    tensor = SegmentRunner(m).run(sample_input(m.input), 0, 2)  # a real cut tensor
+    with pytest.raises(SplitrtError, match="not plain JSON"):
+        encode("task", {**records[0], "head": tensor})
+    with pytest.raises(SplitrtError, match="not plain JSON"):
+        encode("task", {"payload": tensor.tobytes()})
+    flat = np.zeros(MAX_LIST_ITEMS + 1).tolist()  # a small tensor flattened into a list
+    with pytest.raises(SplitrtError, match="never carries tensors"):
+        encode("node_state", {"queues": {"res": {"output": flat}}})
+    with pytest.raises(SplitrtError, match="never carries tensors"):
+        encode("task", {"nested": [[0.0] * 8] * (MAX_LIST_ITEMS + 1)})
+    assert decode(encode("vehicle_state", {"observation": [0.0] * 13}))["observation"] == [0.0] * 13
