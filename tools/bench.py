@@ -33,6 +33,8 @@ BENCHMARKS: dict[str, str] = {
     "server_throughput": "tools.benchmarks.runtime:server_throughput",
     "encoding": "tools.benchmarks.runtime:encoding",
     "speed_emulation": "tools.benchmarks.runtime:speed_emulation",
+    "fuzz": "tools.benchmarks.reliability:fuzz",
+    "overload": "tools.benchmarks.reliability:overload",
 }
 
 #: The paper's DNN types plus MobileNetV2, the models the segment benchmarks cover.
@@ -50,6 +52,7 @@ class BenchContext:
     work: Path
     quick: bool = False
     models: tuple[str, ...] = BENCH_MODELS
+    duration_s: float | None = None  # long-running benchmarks (overload): None = their own default
     _exports: dict[str, Manifest] = field(default_factory=dict)
 
     def export(self, model: str) -> Manifest:

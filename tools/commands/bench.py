@@ -21,10 +21,18 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that benchmarks run, figures mean little")
     p.add_argument("--models", default=None, help="comma-separated models for the segment benchmarks")
+    p.add_argument(
+        "--duration-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="length of the long-running benchmarks (overload: default 600 s, 20 s with --quick)",
+    )
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
 
 
 def main(args: argparse.Namespace) -> int:
+    from edge_runtime.errors import SplitrtError
     from tools import bench
     from tools.paths import output_dir, output_file
 
@@ -35,7 +43,9 @@ def main(args: argparse.Namespace) -> int:
     names = [n.strip() for group in (args.only or []) for n in group.split(",") if n.strip()] or None
     output_file(args.out)
     output_dir(args.work, "--work")
-    ctx = bench.BenchContext(work=args.work, quick=args.quick)
+    if args.duration_s is not None and not args.duration_s > 0:
+        raise SplitrtError(f"--duration-s must be positive seconds, got {args.duration_s}")
+    ctx = bench.BenchContext(work=args.work, quick=args.quick, duration_s=args.duration_s)
     if args.models:
         ctx.models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     records = bench.run(names, ctx, out=args.out)

@@ -1,0 +1,273 @@
+"""Reliability benchmarks: an edge node under hostile frames (``fuzz``) and under twice the load it
+can serve (``overload``), real processes on loopback.
+
+Figures (benchmark / figure / params):
+
+- ``fuzz`` / ``frames``, ``errors_answered``, ``crashes``: hostile messages sent to a real
+  ``splitrt serve`` (tools/fuzz.py: every category of wire-format flaw, plus frames over the
+  node's MAXMSGSIZE and raw non-ZeroMQ TCP connections), how many were answered with the error
+  their flaw calls for, and node crashes (0 or 1). Also ``disconnects_expected`` (oversized frames:
+  libzmq cuts the sender off, nothing to answer), ``unexpected``, ``unanswered``,
+  ``raw_connections``, ``rss_before_mb`` / ``rss_after_mb`` of the node, ``vehicle_tasks`` and
+  ``vehicle_not_remote`` (a well-behaved `splitrt vehicle` served at the same time: it must see no
+  failure). 10,000 frames (``--quick``: 1,000).
+- ``overload`` / ``tasks_per_s``, ``p50_s``, ``p99_s``, ``rejected``, ``lost``, ``peak_rss_mb``: 16
+  `splitrt vehicle` processes offload MobileNetV2 at cut 10 to one RSU (`splitrt serve`, one worker,
+  ``--queue-limit`` 8, ``--speed-factor`` 4 in stretch mode so its compute costs little CPU) at about
+  twice what the RSU can serve (its own calibrated tail time gives the capacity mu; arrivals are
+  Poisson at 2 mu in total). ``tasks_per_s``: tasks completed per second over all vehicles;
+  ``p50_s``/``p99_s``: completion times; ``rejected``: the node's ``busy`` replies; ``lost``:
+  tasks the vehicles' journals say were generated that have no record (must be 0);
+  ``peak_rss_mb``: the node's peak resident memory (sampled every 0.5 s). Also
+  ``capacity_tasks_per_s`` (mu), ``offered_tasks_per_s``, ``remote_tasks_per_s``,
+  ``fallback_fraction``, ``failed``, ``max_queue_tasks`` (largest queue a state request saw) and
+  ``rss_start_mb``. Duration ``--duration-s`` (default 600 s; ``--quick``: 20 s).
+
+There is no offloading controller in the loop: every vehicle offloads every task (issue 6 brings
+the Lyapunov controller that would shift work to local/SVs); what is measured is the node's
+protection of itself ("busy" past its queue limit) and the vehicles' local fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import zmq
+
+from edge_runtime.journal import account
+from edge_runtime.records import read_jsonl
+from edge_runtime.wire import Header, pack, unpack
+from tools.bench import BenchContext, record
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Proc:
+    """A `splitrt` CLI child in its own session (killed with its group at the end)."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        with log.open("w") as err:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "tools.cli", *args],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                start_new_session=True,
+            )
+
+    def wait_line(self, prefix: str, timeout_s: float = 180.0) -> str:
+        assert self.popen.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        for line in self.popen.stdout:
+            if line.startswith(prefix):
+                return line.strip()
+            if time.monotonic() > deadline:
+                break
+        raise RuntimeError(f"no {prefix!r} from {self.popen.args[3:5]}: {self.log.read_text()[-2000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+
+
+def _serve(model_dir: Path, work: Path, *args: str) -> tuple[_Proc, str]:
+    proc = _Proc(["serve", "--segments", str(model_dir), "--bind", "tcp://127.0.0.1:*", *args], work / "serve.err")
+    endpoint = proc.wait_line("listening ").split()[1]
+    return proc, endpoint
+
+
+def _state(endpoint: str, timeout_ms: int = 10_000) -> dict[str, Any]:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart(pack(Header(kind="state_request")))
+        if not sock.poll(timeout_ms):
+            raise RuntimeError(f"no state reply from {endpoint}")
+        return unpack(sock.recv_multipart())[0].state
+    finally:
+        sock.close(0)
+
+
+def _vehicle(model_dir: Path, endpoint: str, out: Path, *args: str) -> _Proc:
+    return _Proc(
+        ["vehicle", "--segments", str(model_dir), "--edge", endpoint, "--out", str(out), "--id", out.stem, *args],
+        out.with_suffix(".err"),
+    )
+
+
+# ---- fuzz -----------------------------------------------------------------------------------
+
+
+def fuzz(ctx: BenchContext) -> list[dict[str, Any]]:
+    from edge_runtime.manifest import Manifest
+    from tools import fuzz as fuzzing
+
+    frames = 1000 if ctx.quick else 10_000
+    manifest = ctx.export("mobilenet_v2")
+    with tempfile.TemporaryDirectory(prefix="splitrt-fuzz-") as tmp:
+        work = Path(tmp)
+        server, endpoint = _serve(manifest.directory, work, "--role", "rsu")
+        vehicle = None
+        try:
+            node = psutil.Process(server.popen.pid)
+            state = _state(endpoint)
+            rss_before = node.memory_info().rss
+            out = work / "v0.jsonl"
+            # A well-behaved vehicle for the whole fuzzing run (about 6 ms a frame here).
+            slots = int(frames * 0.006 / 0.1) + 20
+            vehicle = _vehicle(
+                manifest.directory, endpoint, out, "--decider", "fixed:10", "--slots", str(slots), "--slot-s", "0.1"
+            )
+            deadline = time.monotonic() + 120
+            while not (out.exists() and out.read_text().strip()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            target = fuzzing.Target.of(Manifest.load(manifest.directory), state["max_message_bytes"])
+            stats = fuzzing.run(
+                endpoint,
+                target,
+                frames,
+                seed=0,
+                alive=lambda: server.popen.poll() is None,
+                oversized=max(3, frames // 1000),
+                raw_connections=max(3, frames // 1000),
+            )
+            rss_after = node.memory_info().rss if server.popen.poll() is None else float("nan")
+            vehicle.popen.wait(slots * 0.1 + 300)
+            records = read_jsonl(out)
+        finally:
+            if vehicle is not None:
+                vehicle.stop()
+            server.stop()
+    params = {"model": manifest.model, "frames_asked": frames}
+    out_records = [
+        record("fuzz", "frames", stats.frames, "count", **params),
+        record("fuzz", "errors_answered", stats.errors_answered, "count", **params),
+        record("fuzz", "crashes", stats.crashes, "count", **params),
+        record("fuzz", "disconnects_expected", stats.disconnects_expected, "count", **params),
+        record("fuzz", "unexpected", stats.unexpected, "count", **params),
+        record("fuzz", "unanswered", stats.unanswered, "count", **params),
+        record("fuzz", "raw_connections", stats.raw_connections, "count", **params),
+        record("fuzz", "rss_before_mb", rss_before / 2**20, "MiB", **params),
+        record("fuzz", "rss_after_mb", rss_after / 2**20, "MiB", **params),
+        record("fuzz", "vehicle_tasks", len(records), "count", **params),
+        record("fuzz", "vehicle_not_remote", sum(r["outcome"] != "remote" for r in records), "count", **params),
+    ]
+    for category, n in sorted(stats.by_category.items()):
+        out_records.append(record("fuzz", "frames_by_category", n, "count", category=category, **params))
+    return out_records
+
+
+# ---- overload -------------------------------------------------------------------------------
+
+OVERLOAD_VEHICLES = 16
+OVERLOAD_CUT = 10
+OVERLOAD_SPEED = 4.0
+OVERLOAD_QUEUE = 8
+SLOT_S = 0.1
+
+
+def overload(ctx: BenchContext) -> list[dict[str, Any]]:
+    duration_s = ctx.duration_s or (20.0 if ctx.quick else 600.0)
+    manifest = ctx.export("mobilenet_v2")
+    flops_after = float(manifest.cuts[OVERLOAD_CUT].flops_after)
+    with tempfile.TemporaryDirectory(prefix="splitrt-overload-") as tmp:
+        work = Path(tmp)
+        server, endpoint = _serve(
+            manifest.directory, work, "--role", "rsu", "--workers", "1", "--threads", "1",
+            "--queue-limit", str(OVERLOAD_QUEUE), "--speed-factor", str(OVERLOAD_SPEED), "--speed-mode", "stretch",
+        )  # fmt: skip
+        vehicles: list[_Proc] = []
+        try:
+            node = psutil.Process(server.popen.pid)
+            state = _state(endpoint)
+            rss_start = node.memory_info().rss
+            # The node's service rate at this cut, from its own calibration (stretch included).
+            tail_s = flops_after / state["models"][manifest.model]["flops_per_s"]
+            capacity = state["workers"] / tail_s
+            offered = 2.0 * capacity
+            per_slot = offered / OVERLOAD_VEHICLES * SLOT_S
+            slots = int(duration_s / SLOT_S)
+            outs = [work / f"v{i:02d}.jsonl" for i in range(OVERLOAD_VEHICLES)]
+            common = ["--decider", f"fixed:{OVERLOAD_CUT}", "--arrivals", f"poisson:{per_slot:.4f}"]
+            common += ["--slots", str(slots), "--slot-s", str(SLOT_S), "--timeout-s", "10", "--connect-s", "60"]
+            for i, out in enumerate(outs):
+                vehicles.append(_vehicle(manifest.directory, endpoint, out, *common, "--seed", str(i)))
+            peak_rss, max_queue = rss_start, 0
+            deadline = time.monotonic() + duration_s + 300
+            while any(v.popen.poll() is None for v in vehicles):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("overload: vehicles still running long after the run should have ended")
+                peak_rss = max(peak_rss, node.memory_info().rss)
+                snap = _state(endpoint)
+                max_queue = max(max_queue, *(q["tasks"] for q in snap["queues"].values()))
+                time.sleep(0.5)
+            failed_vehicles = [v.log.read_text()[-500:] for v in vehicles if v.popen.returncode != 0]
+            if failed_vehicles:
+                raise RuntimeError(f"overload: a vehicle exited with an error: {failed_vehicles[0]}")
+            final = _state(endpoint)
+            records = [r for out in outs for r in read_jsonl(out)]
+            accounts = [account(Path(f"{out}.journal"), read_jsonl(out)) for out in outs]
+        finally:
+            for v in vehicles:
+                v.stop(signal.SIGKILL)
+            server.stop()
+    lost = sum(a["missing"] + a["duplicates"] for a in accounts)
+    first = min(r["arrival_unix_s"] for r in records)
+    last = max(r["completion_unix_s"] for r in records)
+    span = last - first
+    total = np.array([r["total_s"] for r in records])
+    done = [r for r in records if r["outcome"] != "failed"]
+    params = {
+        "vehicles": OVERLOAD_VEHICLES,
+        "model": manifest.model,
+        "cut": OVERLOAD_CUT,
+        "queue_limit": OVERLOAD_QUEUE,
+        "speed_factor": OVERLOAD_SPEED,
+        "duration_s": duration_s,
+    }
+    return [
+        record("overload", "tasks_per_s", len(done) / span, "1/s", **params),
+        record("overload", "p50_s", float(np.percentile(total, 50)), "s", **params),
+        record("overload", "p99_s", float(np.percentile(total, 99)), "s", **params),
+        record("overload", "rejected", final["counters"]["busy"], "count", **params),
+        record("overload", "lost", lost, "count", **params),
+        record("overload", "peak_rss_mb", peak_rss / 2**20, "MiB", **params),
+        record("overload", "rss_start_mb", rss_start / 2**20, "MiB", **params),
+        record("overload", "capacity_tasks_per_s", capacity, "1/s", **params),
+        record("overload", "offered_tasks_per_s", offered, "1/s", **params),
+        record("overload", "generated", sum(a["generated"] for a in accounts), "count", **params),
+        record("overload", "remote_tasks_per_s", sum(r["outcome"] == "remote" for r in records) / span, "1/s", **params),
+        record("overload", "fallback_fraction", sum(r["outcome"] == "fallback" for r in records) / len(records), "fraction", **params),
+        record("overload", "failed", len(records) - len(done), "count", **params),
+        record("overload", "max_queue_tasks", max_queue, "count", **params),
+        record("overload", "node_completed", final["counters"]["completed"], "count", **params),
+    ] + [
+        record("overload", "tasks_by_outcome", n, "count", **params, outcome=outcome, reason=reason)
+        for (outcome, reason), n in sorted(_outcomes(records).items())
+    ]  # fmt: skip
+
+
+def _outcomes(records: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """(outcome, reason up to its first colon) -> tasks."""
+    out: dict[tuple[str, str], int] = {}
+    for r in records:
+        key = (r["outcome"], r["reason"].split(":")[0])
+        out[key] = out.get(key, 0) + 1
+    return out
