@@ -47,6 +47,21 @@ def check_accounting(out: Path, failed_reasons: tuple[str, ...] = ()) -> tuple[l
     return records, acc
 
 
+def fault_outcomes(records: list[dict], window, timeout_s: float, margin_s: float = 0.3) -> tuple[set, set, set]:
+    """Outcomes of the tasks that completed before the fault began; of those that arrived early
+    enough in the fault that their reply deadline fell inside it (``timeout_s`` after sending,
+    ``margin_s`` allowed for the head compute before the send); and of those that arrived after it."""
+    end = window.end_unix_s
+    before = {r["outcome"] for r in records if r["completion_unix_s"] < window.start_unix_s}
+    inside = {
+        (r["outcome"], r["reason"])
+        for r in records
+        if window.start_unix_s <= r["arrival_unix_s"] <= end - timeout_s - margin_s
+    }
+    after = {r["outcome"] for r in records if r["arrival_unix_s"] > end}
+    return before, inside, after
+
+
 def wait_records(path, count: int, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not path.exists() or len(read_records(path)) < count:
@@ -108,10 +123,10 @@ def test_stalled_node_times_out_then_serves_again(procs, small_models):
     assert vehicle.wait(300) == 0, vehicle.stderr()[-3000:]
     records, _ = check_accounting(out)
     check_records(records, slots)
-    parts = split_by_window(records, window)
-    assert {r["outcome"] for r in parts["before"]} == {"remote"}
-    assert {(r["outcome"], r["reason"]) for r in parts["during"]} >= {("fallback", "timeout")}
-    assert any(r["outcome"] == "remote" for r in parts["after"])  # it serves again once thawed
+    before, inside, after = fault_outcomes(records, window, timeout_s=0.5)
+    assert before == {"remote"}
+    assert inside == {("fallback", "timeout")}  # a frozen node answers nothing: each one timed out
+    assert "remote" in after  # it serves again once thawed
     state = request_state(endpoint)
     # It computed the tasks that waited through the stall too: their late replies were dropped by
     # the vehicle, which had finished them itself; nothing was counted twice in the records.
@@ -151,11 +166,11 @@ def test_link_blackout_falls_back_and_recovers(procs, small_models):
             procs.stop_all()
     records, _ = check_accounting(out)
     check_records(records, slots)
-    parts = split_by_window(records, window)
-    assert {r["outcome"] for r in parts["before"]} == {"remote"}
-    assert {r["outcome"] for r in parts["during"]} == {"fallback"}
-    assert {r["reason"] for r in parts["during"]} <= {"timeout", "unreachable"}
-    assert any(r["outcome"] == "remote" for r in parts["after"])  # the link is used again
+    before, inside, after = fault_outcomes(records, window, timeout_s=0.5)
+    assert before == {"remote"}
+    assert inside and {o for o, _ in inside} == {"fallback"}  # nothing crosses a dead link
+    assert {reason for _, reason in inside} <= {"timeout", "unreachable"}
+    assert "remote" in after  # the link is used again
 
 
 @needs_links
