@@ -18,6 +18,12 @@
          (edge_runtime.scheduler), which also meters served vs allocated (GPS) seconds.
 ``sv``   a service vehicle: one FIFO over all types (eqs 13-16).
 
+Experiments (`splitrt hil`). ``start_unix_s`` puts slot 0 at the experiment's shared epoch
+(edge_runtime.slotclock) instead of the start of `run()`; at every slot boundary, after the
+allocation is re-solved, the ``on_slot`` hooks get the slot index and the node's snapshot (the
+telemetry publishes it). A work table (edge_runtime.work) makes every task's FLOPs the
+simulator's for its cut (profile-calibrated effective FLOPs) instead of the manifest's.
+
 Capacity. F (f_rsu_max, FLOP/s) is ``capacity_flops_per_s`` when given, else ``workers`` x the
 mean over the served models of their effective FLOP/s on this node (total FLOPs / whole-chain
 median). Each model's speed comes from ``DIR/profile.json`` when it matches the export (digest),
@@ -62,7 +68,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +82,7 @@ from edge_runtime.manifest import Manifest
 from edge_runtime.profile import Profile
 from edge_runtime.scheduler import FairScheduler, Job
 from edge_runtime.segments import SegmentRunner
-from edge_runtime.speed import SpeedEmulation
+from edge_runtime.speed import SpeedEmulation, pace_times
 from edge_runtime.wire import (
     MAX_PAYLOAD_BYTES,
     PROTOCOL_VERSION,
@@ -89,6 +95,7 @@ from edge_runtime.wire import (
     tensor_header,
     unpack,
 )
+from edge_runtime.work import WorkTable
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +123,8 @@ class ServerConfig:
     providers: tuple[str, ...] = ("cpu",)
     speed_factor: float = 1.0
     speed_mode: str = "auto"
+    start_unix_s: float | None = None
+    speed_profile_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -146,7 +155,7 @@ class ServedModel:
     runner: SegmentRunner
     tail_s: np.ndarray  # (n_cuts,) estimated compute seconds of segments [c, n) on this node
     flops_per_s: float
-    speed_source: str  # "profile" or "calibration"
+    speed_source: str  # "profile", "calibration" or "pace"
     digest: str = ""
 
     def __post_init__(self) -> None:
@@ -181,11 +190,13 @@ def load_models(
     speed_factor: float = 1.0,
     emulation: dict[str, Any] | None = None,
     calibration_runs: int = 3,
+    pace: dict[str, np.ndarray] | None = None,
 ) -> dict[str, ServedModel]:
     """Load every export in ``dirs`` with its speed on this node (profile.json or calibration).
 
     ``speed_factor`` is the SegmentRunner stretch; ``emulation`` the node's
-    ``SpeedEmulation.describe()``, which a profile must match to be used.
+    ``SpeedEmulation.describe()``, which a profile must match to be used. ``pace`` (model ->
+    per-segment seconds, edge_runtime.speed "pace") paces the segments, and those are the times.
     """
     emulation = emulation or {"speed_factor": 1.0, "speed_mode": "none"}
     models: dict[str, ServedModel] = {}
@@ -193,8 +204,11 @@ def load_models(
         manifest = Manifest.load(d)
         if manifest.model in models:
             raise SplitrtError(f"model {manifest.model!r} is given twice (--segments {d})")
-        runner = SegmentRunner(manifest, providers=providers, threads=threads, speed_factor=speed_factor)
-        seg_s, source = _profile_times(manifest, threads, emulation), "profile"
+        paced = None if pace is None else pace.get(manifest.model)
+        runner = SegmentRunner(manifest, providers=providers, threads=threads, speed_factor=speed_factor, pace_s=paced)
+        seg_s, source = (
+            (paced, "pace") if paced is not None else (_profile_times(manifest, threads, emulation), "profile")
+        )
         if seg_s is None:
             seg_s, source = calibrate(runner, calibration_runs), "calibration"
         tail = np.concatenate([np.cumsum(seg_s[::-1])[::-1], [0.0]])
@@ -242,9 +256,28 @@ class _Task:
 class EdgeServer:
     """An RSU or service vehicle (module docstring). ``run()`` blocks until `stop()`."""
 
-    def __init__(self, config: ServerConfig, models: dict[str, ServedModel], *, speed: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        config: ServerConfig,
+        models: dict[str, ServedModel],
+        *,
+        speed: dict[str, Any] | None = None,
+        work: WorkTable | None = None,
+        on_slot: Sequence[Callable[[int, dict[str, Any]], None]] = (),
+    ):
         self.config = config
         self.models = models
+        # Edge FLOPs per model and cut: the work table's (the simulator's unit) or the manifest's.
+        self._edge_flops = {
+            name: (
+                work.for_model(m.manifest).edge_flops(config.role)
+                if work is not None
+                else np.array([c.flops_after for c in m.manifest.cuts], dtype=np.float64)
+            )
+            for name, m in models.items()
+        }
+        self.on_slot = list(on_slot)
+        self._announced = -1
         self.name = config.name or f"{config.role}-{os.getpid()}"
         self.speed = speed or {"speed_factor": 1.0, "speed_mode": "none"}
         self.capacity_flops_per_s = config.capacity_flops_per_s or config.workers * float(
@@ -330,7 +363,9 @@ class EdgeServer:
         poller.register(router, zmq.POLLIN)
         poller.register(pull, zmq.POLLIN)
         self._t0 = time.perf_counter()
-        self._reallocate(self._t0)
+        if self.config.start_unix_s is not None:
+            self._t0 += self.config.start_unix_s - time.time()
+        self._reallocate(time.perf_counter())
         self._ready.set()
         log.info("%s (%s) serving %s on %s", self.name, self.config.role, ", ".join(self.models), self.endpoint)
         shutdown_deadline: float | None = None
@@ -339,6 +374,8 @@ class EdgeServer:
                 now = time.perf_counter()
                 next_tick = self._t0 + (self.slot + 1) * self.config.slot_s
                 wake = min(next_tick, now + 0.1)
+                if self._announced < 0:
+                    wake = min(wake, self._t0)
                 if self._alloc_dirty:
                     wake = min(wake, self._last_solve + self._resolve_s)
                 timeout_ms = max(0.0, wake - now) * 1e3
@@ -352,8 +389,14 @@ class EdgeServer:
                     with self._cv:
                         self.slot = int((now - self._t0) / self.config.slot_s)
                     self._reallocate(now)
-                elif self._alloc_dirty and now >= self._last_solve + self._resolve_s and self._contended():
-                    self._reallocate(now)
+                    self._announce(now)
+                elif self._announced < 0 and now >= self._t0:
+                    self._announce(now)
+                elif self._alloc_dirty and now >= self._last_solve + self._resolve_s:
+                    if self._contended():
+                        self._reallocate(now)
+                    else:  # nothing contends: look again after resolve_s rather than spin on a past wake-up
+                        self._last_solve = now
                 if self._stop.is_set() and shutdown_deadline is None:
                     shutdown_deadline = now + self.config.grace_s
                     self._begin_shutdown(router)
@@ -386,6 +429,20 @@ class EdgeServer:
             restore()
             log.info("%s stopped: %s", self.name, {k: v for k, v in self.counters.items() if isinstance(v, int)})
         return 0
+
+    def _announce(self, now: float) -> None:
+        """Tell the slot hooks (telemetry) about the slot that has just begun, once per slot."""
+        slot = max(int((now - self._t0) / self.config.slot_s), 0)
+        if slot <= self._announced or not self.on_slot:
+            self._announced = max(self._announced, slot)
+            return
+        self._announced = slot
+        snapshot = self.snapshot()
+        for hook in self.on_slot:
+            try:
+                hook(slot, snapshot)
+            except Exception as exc:  # a hook (telemetry) must never stop the node
+                log.warning("%s: slot hook failed: %s", self.name, exc)
 
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
@@ -452,10 +509,10 @@ class EdgeServer:
             return
         task = _Task(identity, header, frames, payload, model, arrival)
         queue = header.model if self.config.role == "rsu" else FIFO
-        edge_flops = float(model.manifest.cuts[header.cut].flops_after)
+        edge_flops = float(self._edge_flops[header.model][header.cut])
         job = Job(task, queue, edge_flops, float(model.tail_s[header.cut]), arrival)
         with self._cv:
-            self.slot = max(self.slot, int((arrival - self._t0) / self.config.slot_s))
+            self.slot = max(self.slot, int((arrival - self._t0) // self.config.slot_s))
             job.slot = self.slot
             backlog = list(self._sched.jobs(queue))
             task.backlog = {
@@ -725,12 +782,31 @@ def node_backlog_flops(state: dict[str, Any], model: str) -> float:
     return float(sum(q.get("flops", 0.0) for q in queues.values()))
 
 
-def serve(config: ServerConfig, dirs: Sequence[str | Path], *, on_ready=None) -> int:
-    """Load the models (under the node's speed emulation), bind, serve until stopped."""
+def serve(
+    config: ServerConfig,
+    dirs: Sequence[str | Path],
+    *,
+    on_ready=None,
+    work: WorkTable | None = None,
+    on_slot: Sequence[Callable[[int, dict[str, Any]], None]] = (),
+    before_run: Callable[[EdgeServer], ServerConfig | None] | None = None,
+) -> int:
+    """Load the models (under the node's speed emulation), bind, serve until stopped.
+
+    ``before_run(server)`` runs after the socket is bound and ``on_ready`` was called; it may
+    return a new config (e.g. with the epoch a slot beacon brought, edge_runtime.slotclock)."""
     cpus = min(config.threads * config.workers, os.cpu_count() or 1)
     emulation = SpeedEmulation(config.speed_factor, config.speed_mode, cpus=cpus)
     runner_factor = emulation.apply()
     try:
+        pace = None
+        if emulation.applied_mode == "pace":
+            pace = {}
+            for d in dirs:
+                manifest = Manifest.load(d)
+                where = Path(config.speed_profile_dir) / manifest.model if config.speed_profile_dir else Path(d)
+                reference = Profile.load(where / "profile.json", manifest).segment_median_s
+                pace[manifest.model] = pace_times(reference, config.speed_factor)
         models = load_models(
             dirs,
             threads=config.threads,
@@ -738,11 +814,14 @@ def serve(config: ServerConfig, dirs: Sequence[str | Path], *, on_ready=None) ->
             speed_factor=runner_factor,
             emulation=emulation.describe(),
             calibration_runs=config.calibration_runs,
+            pace=pace,
         )
-        server = EdgeServer(config, models, speed=emulation.describe())
+        server = EdgeServer(config, models, speed=emulation.describe(), work=work, on_slot=on_slot)
         endpoint = server.bind()
         if on_ready is not None:
             on_ready(server, endpoint)
+        if before_run is not None:
+            server.config = before_run(server) or server.config
         return server.run()
     finally:
         emulation.close()
