@@ -5,6 +5,10 @@ each type the compute share of the paper's KKT allocation (eqs 43-52), solved ev
 every arrival and enforced by start-time fair queueing over worker time; --role sv keeps one FIFO.
 The node prints `listening ENDPOINT` once it is ready, answers state requests with a snapshot of
 every queue, and on SIGINT/SIGTERM answers or explicitly fails every task it holds.
+
+In a live experiment --telemetry publishes the snapshot at every slot boundary (the RSU also the
+slot beacon), --start-at aligns the slots with the experiment's epoch, and --work counts every
+task's FLOPs in the simulator's unit.
 """
 
 from __future__ import annotations
@@ -48,12 +52,40 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider", default="cpu", help="execution provider: cpu, cuda or tensorrt")
     p.add_argument("--speed-factor", type=float, default=1.0, help="emulate a node this many times slower")
     p.add_argument(
-        "--speed-mode", choices=["auto", "cgroup", "stretch"], default="auto", help="how --speed-factor is emulated"
+        "--speed-mode",
+        choices=["auto", "cgroup", "stretch", "pace"],
+        default="auto",
+        help="how --speed-factor is emulated (pace: each segment takes factor x its profiled time)",
     )
+    p.add_argument(
+        "--speed-profile-dir",
+        default="",
+        metavar="DIR",
+        help="pace: reference profiles DIR/<model>/profile.json (default: each --segments DIR's profile.json)",
+    )
+    live = p.add_argument_group("live experiment")
+    live.add_argument("--telemetry", default=None, metavar="mqtt://HOST:PORT", help="MQTT broker for telemetry")
+    live.add_argument("--experiment", default="default", help="experiment id (the topics' <exp>)")
+    live.add_argument(
+        "--start-at",
+        default=None,
+        metavar="UNIX_S|now+S|beacon",
+        help="slot 0 starts at this wall-clock time, or at the epoch of the experiment's slot beacon (MQTT)",
+    )
+    live.add_argument("--work", type=Path, default=None, help="work table: per-cut FLOPs in the simulator's unit")
+    live.add_argument("--stats", type=Path, default=None, metavar="FILE", help="write the final snapshot here at exit")
 
 
 def main(args: argparse.Namespace) -> int:
+    import dataclasses
+    import time
+
+    import psutil
+
+    from edge_runtime.live import NodeTelemetry, resolve_start, write_stats
     from edge_runtime.server import ServerConfig, serve
+    from edge_runtime.slotclock import SlotClock, parse_start_at
+    from edge_runtime.work import WorkTable
 
     config = ServerConfig(
         bind=args.bind,
@@ -71,7 +103,13 @@ def main(args: argparse.Namespace) -> int:
         providers=(args.provider,),
         speed_factor=args.speed_factor,
         speed_mode=args.speed_mode,
+        speed_profile_dir=args.speed_profile_dir,
     )
+    start_at = parse_start_at(args.start_at)
+    work = WorkTable.load(args.work) if args.work else None
+    name = args.name or f"{args.role}-{__import__('os').getpid()}"
+    telemetry = NodeTelemetry(args.telemetry, args.experiment, name, args.role) if args.telemetry else None
+    final: dict = {}
 
     def ready(server, endpoint: str) -> None:
         models = ", ".join(
@@ -81,5 +119,29 @@ def main(args: argparse.Namespace) -> int:
             f"{server.name}: {config.role} serving {models}; capacity {server.capacity_flops_per_s / 1e9:.1f} GFLOP/s"
         )
         print(f"listening {endpoint}", flush=True)
+        final["server"] = server
 
-    return serve(config, args.segments, on_ready=ready)
+    def before_run(server) -> ServerConfig:
+        epoch = resolve_start(start_at, args.telemetry, args.experiment, name)
+        if telemetry is not None:
+            telemetry.clock = SlotClock(epoch if epoch is not None else time.time(), config.slot_s)
+        return dataclasses.replace(server.config, start_unix_s=epoch)
+
+    hooks = [telemetry.on_slot] if telemetry is not None else []
+    try:
+        return serve(
+            dataclasses.replace(config, name=name),
+            args.segments,
+            on_ready=ready,
+            work=work,
+            on_slot=hooks,
+            before_run=before_run,
+        )
+    finally:
+        stats: dict = {"node": name, "role": args.role}
+        stats["cpu_s"] = sum(psutil.Process().cpu_times()[:2])  # user + system
+        if "server" in final:
+            stats["snapshot"] = final["server"].snapshot()
+        if telemetry is not None:
+            stats["telemetry"] = telemetry.close()
+        write_stats(args.stats, stats)
