@@ -58,6 +58,11 @@ class EmbeddedBroker:
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The mosquitto child's pid (None for amqtt, which runs in this process)."""
+        return self._proc.pid if self._proc is not None else None
+
     # ---- mosquitto ----------------------------------------------------------------------
     def _start_mosquitto(self, exe: str, netns: str | None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="splitrt-mosq-")
@@ -69,7 +74,11 @@ class EmbeddedBroker:
         cmd = [exe, "-c", str(conf)]
         if netns:
             cmd = ["ip", "netns", "exec", netns, *cmd]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        from tools.hil.processes import die_with_parent  # the broker never outlives the experiment
+
+        self._proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent
+        )
 
     # ---- amqtt --------------------------------------------------------------------------
     def _start_amqtt(self) -> None:

@@ -25,6 +25,8 @@ VERBS = {
     "evaluate": "evaluate",
     "train": "train",
     "export-policy": "export_policy",
+    "hil": "hil",
+    "record": "record",
 }
 
 
