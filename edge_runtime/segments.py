@@ -100,6 +100,9 @@ class SegmentRunner:
         self.speed_factor = float(speed_factor)
         self.manifest = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
         self.pace_s = None if pace_s is None else np.asarray(pace_s, dtype=np.float64)
+        # A paced run whose compute took longer than its pace is a miss: the emulated device was
+        # slower than asked (the host was too busy); counted so a report can say so.
+        self.pace_counters = {"runs": 0, "misses": 0, "overrun_s": 0.0}
         if self.pace_s is not None and self.pace_s.shape != (self.manifest.n_segments,):
             raise SplitrtError(
                 f"pace times: {self.pace_s.shape[0] if self.pace_s.ndim else 0} values for "
@@ -140,9 +143,7 @@ class SegmentRunner:
         if self.pace_s is not None:
             start = time.perf_counter()
             out = session.run([seg.output], {seg.input: x})[0]
-            left = start + self.pace_s[index] - time.perf_counter()
-            if left > 0:
-                time.sleep(left)
+            self._paced(start + self.pace_s[index] - time.perf_counter())
             return out
         if self.speed_factor == 1.0:
             return session.run([seg.output], {seg.input: x})[0]
@@ -168,10 +169,16 @@ class SegmentRunner:
         for i in range(start, stop):
             seg = self.manifest.segments[i]
             x = self._session(i).run([seg.output], {seg.input: x})[0]
-        left = begin + float(self.pace_s[start:stop].sum()) - time.perf_counter()
-        if left > 0:
-            time.sleep(left)
+        self._paced(begin + float(self.pace_s[start:stop].sum()) - time.perf_counter())
         return x
+
+    def _paced(self, left_s: float) -> None:
+        self.pace_counters["runs"] += 1
+        if left_s > 0:
+            time.sleep(left_s)
+        else:
+            self.pace_counters["misses"] += 1
+            self.pace_counters["overrun_s"] -= left_s
 
 
 def _open_session(path: Path, opts: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:

@@ -18,6 +18,17 @@
          (edge_runtime.scheduler), which also meters served vs allocated (GPS) seconds.
 ``sv``   a service vehicle: one FIFO over all types (eqs 13-16).
 
+Discipline. ``sfq`` (default): the shares are enforced over the workers' time, one task at a
+time at full speed (above). ``containers``: the paper's RSU literally (SYSTEM_MODEL.md: one
+container per DNN type with f_k of the compute): one worker per queue runs that queue's tasks in
+FIFO order, each task's reply leaves once its container, progressing at the type's current f_k
+(re-solved at every arrival and slot boundary), has done the task's work (FLOPs / f_k, integrated
+over share changes), so types run side by side like CPU-share containers (the fluid sharing eqs
+9-11 assume). The real inference runs first at whatever speed the host gives it; a task whose
+compute alone took longer than its container's time is counted (``container_overruns``). An SV in
+this discipline serves its FIFO at exactly its capacity. Needs the work (FLOPs, edge_runtime.work)
+and the capacity to be in the same unit.
+
 Experiments (`splitrt hil`). ``start_unix_s`` puts slot 0 at the experiment's shared epoch
 (edge_runtime.slotclock) instead of the start of `run()`; at every slot boundary, after the
 allocation is re-solved, the ``on_slot`` hooks get the slot index and the node's snapshot (the
@@ -100,6 +111,7 @@ from edge_runtime.work import WorkTable
 log = logging.getLogger(__name__)
 
 ROLES = ("rsu", "sv")
+DISCIPLINES = ("sfq", "containers")
 FIFO = "fifo"
 _INPROC = "inproc://splitrt-replies-{}"
 
@@ -125,10 +137,13 @@ class ServerConfig:
     speed_mode: str = "auto"
     start_unix_s: float | None = None
     speed_profile_dir: str = ""
+    discipline: str = "sfq"
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise SplitrtError(f"--role must be rsu or sv, got {self.role!r}")
+        if self.discipline not in DISCIPLINES:
+            raise SplitrtError(f"--discipline must be one of {', '.join(DISCIPLINES)}, got {self.discipline!r}")
         if self.threads < 1 or self.workers < 1:
             raise SplitrtError(f"--threads and --workers must be >= 1, got {self.threads} and {self.workers}")
         if not self.slot_s > 0:
@@ -312,6 +327,7 @@ class EdgeServer:
                 "state_requests",
                 "undeliverable",
                 "allocations",
+                "container_overruns",
             )
         }
         self.counters["errors_by_code"] = {}
@@ -353,10 +369,16 @@ class EdgeServer:
         pull.setsockopt(zmq.LINGER, 0)
         pull.bind(self._inproc)
         restore = self._install_signals()
-        workers = [
-            threading.Thread(target=self._worker, name=f"{self.name}-worker{i}", daemon=True)
-            for i in range(self.config.workers)
-        ]
+        if self.containers:  # one worker per container (queue)
+            workers = [
+                threading.Thread(target=self._worker, args=(q,), name=f"{self.name}-{q}", daemon=True)
+                for q in self._sched.names
+            ]
+        else:
+            workers = [
+                threading.Thread(target=self._worker, name=f"{self.name}-worker{i}", daemon=True)
+                for i in range(self.config.workers)
+            ]
         for w in workers:
             w.start()
         poller = zmq.Poller()
@@ -525,9 +547,11 @@ class EdgeServer:
                 self.counters["accepted"] += 1
                 self._alloc_dirty = self.config.role == "rsu"
                 starving = self._sched.shares[queue] == 0.0
-                self._cv.notify()
+                self._wake_workers()
         due = accepted and self.config.role == "rsu" and (starving or arrival >= self._last_solve + self._resolve_s)
-        if due and self._contended():
+        if accepted and self.containers and self.config.role == "rsu":
+            self._reallocate(arrival)  # a container's rate is its f_k: solve at every arrival
+        elif due and self._contended():
             self._reallocate(arrival)
         if not accepted:
             self._count("busy")
@@ -614,9 +638,51 @@ class EdgeServer:
             self._sched.set_shares(shares, time.perf_counter())
             self.counters["allocations"] += 1
             self.allocation = allocation
+            if self.containers:
+                self._cv.notify_all()  # running containers change speed
 
     # ---- workers ---------------------------------------------------------------------------
-    def _worker(self) -> None:
+    @property
+    def containers(self) -> bool:
+        return self.config.discipline == "containers"
+
+    def _wake_workers(self) -> None:
+        """Caller holds ``_cv``. A container's worker serves one queue only: wake them all."""
+        if self.containers:
+            self._cv.notify_all()
+        else:
+            self._cv.notify()
+
+    def _container_rate(self, queue: str) -> float:
+        """FLOP/s of ``queue``'s container now: the RSU's f_k, an SV's whole capacity."""
+        if self.config.role != "rsu":
+            return self.capacity_flops_per_s
+        alloc = self.allocation
+        if alloc is None:
+            return self.capacity_flops_per_s / len(self._sched.names)
+        return float(alloc["f_flops_per_s"].get(queue, 0.0))
+
+    def _hold(self, job: Job, start: float) -> None:
+        """containers: return when the container, at its (changing) rate since ``start``, has done
+        ``job.flops`` of work; the compute that already ran counts towards it."""
+        remaining = job.flops
+        last = start
+        with self._cv:
+            rate = self._container_rate(job.queue)
+            first = True
+            while not self._workers_exit:
+                now = time.perf_counter()
+                remaining -= (now - last) * rate
+                last = now
+                if remaining <= 0:
+                    if first:
+                        self.counters["container_overruns"] += 1
+                    return
+                first = False
+                rate = self._container_rate(job.queue)
+                self._cv.wait(remaining / rate if rate > 0 else 0.05)
+
+    def _worker(self, queue: str | None = None) -> None:
         push = self._ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 1000)
         push.connect(self._inproc)
@@ -625,7 +691,7 @@ class EdgeServer:
                 with self._cv:
                     job = None
                     while not self._workers_exit:
-                        job = self._sched.pop(time.perf_counter())
+                        job = self._sched.pop(time.perf_counter(), queue)
                         if job is not None:
                             break
                         self._cv.wait()
@@ -643,6 +709,8 @@ class EdgeServer:
         try:
             x = decode_payload(header, task.payload)
             y = task.model.runner.run(x, header.cut, manifest.n_segments)
+            if self.containers:
+                self._hold(job, start)
             error = None
         except Exception as exc:  # a task must never kill the worker: answer it with the reason
             log.exception("%s: task %s failed", self.name, header.id)
@@ -679,7 +747,7 @@ class EdgeServer:
         push.send_multipart([task.identity, *frames], copy=False)
         with self._cv:
             self._sched.finish(job, end - start, time.perf_counter())
-            self._cv.notify()
+            self._wake_workers()
 
     # ---- replies ---------------------------------------------------------------------------
     def _forward_replies(self, pull: zmq.Socket, router: zmq.Socket) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 #: their ONNX policy. Planners that need every CV's state at once run in the simulator only.
 LIVE_DECIDERS = {"local": "local", "offload": "offload", "greedy": "greedy", "random": "random"}
 LEARNED = ("mad2rl", "pqmix")
+#: Warn when other processes already keep the CPUs this busy (percent) before the run.
+OTHER_LOAD_WARN = 25.0
 SIM_ONLY = {
     "ga": "a centralised per-slot planner (needs every CV's links and queues at once): simulator only",
     "oracle": "a centralised exhaustive planner: simulator only",
@@ -65,6 +67,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         choices=["pace", "cgroup", "stretch", "auto"],
         default="pace",
         help="device speed emulation of CVs and SVs (edge_runtime.speed; pace: exact profiled speed / factor)",
+    )
+    p.add_argument(
+        "--discipline",
+        choices=["containers", "sfq"],
+        default="containers",
+        help="edge nodes' service discipline (`splitrt serve --discipline`; containers = the paper's RSU)",
     )
     p.add_argument(
         "--headroom",
@@ -120,10 +128,18 @@ def main(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError) as exc:
             raise SplitrtError(f"--policy {d}: cannot read the method from {meta_path}: {exc}") from None
 
+    import psutil
+
+    busy = psutil.cpu_percent(interval=1.0)  # before anything of ours runs: other users of the machine
     ensure_exports(base.types, args.exports, say, reprofile=not args.keep_profiles)
     headroom = args.headroom if args.headroom is not None else (1.5 if args.speed_mode == "pace" else 1.0)
     plan = make_plan(base, args.seed, args.exports, out / "profiles", headroom=headroom)
     warnings = plan.cpu.check(args.max_cpu_load if args.max_cpu_load is not None else MAX_CPU_LOAD)
+    if busy > OTHER_LOAD_WARN:
+        warnings.append(
+            f"other processes used {busy:.0f}% of the CPUs just before the run: profiles and timings share the "
+            "machine with them"
+        )
     say(
         f"{args.preset}: {base.n_cvs} CVs, {base.n_svs} SVs, {plan.scenario.slots} slots of "
         f"{plan.scenario.slot_s * 1e3:.0f} ms; RSU {plan.rsu_flops_per_s / 1e9:.1f} GFLOP/s "
@@ -170,6 +186,7 @@ def main(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             faults=faults,
             speed_mode=args.speed_mode,
+            discipline=args.discipline,
         ) as exp:
             say(f"links: {exp.link_note}; broker: {args.broker or exp.broker.kind + ' (embedded)'}")
             broker_text = args.broker or f"embedded {exp.broker.kind} broker"
@@ -202,6 +219,7 @@ def main(args: argparse.Namespace) -> int:
                 "cvs": [{"id": c.id, "model": c.model, "speed_factor": c.speed_factor} for c in plan.cvs],
                 "svs": [{"name": s.name, "speed_factor": s.speed_factor} for s in plan.svs],
                 "cpu_estimate": {"load": plan.cpu.load, "detail": plan.cpu.detail},
+                "cpu_busy_before_pct": busy,
                 "links": link_note,
                 "broker": broker_text,
             },

@@ -40,6 +40,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="RSU compute F = f_rsu_max in FLOP/s (default: workers x mean effective FLOP/s of the models, "
         "from DIR/profile.json when it matches, else a start-up calibration)",
     )
+    p.add_argument(
+        "--discipline",
+        choices=["sfq", "containers"],
+        default="sfq",
+        help="sfq: one task at a time, shares enforced over worker time; containers: one FIFO per type, "
+        "each task held until its type's container (at f_k) has done its work (the paper's RSU)",
+    )
     p.add_argument("--queue-limit", type=int, default=64, help="tasks per queue (queued + running) before 'busy'")
     p.add_argument(
         "--resolve-s",
@@ -104,6 +111,7 @@ def main(args: argparse.Namespace) -> int:
         speed_factor=args.speed_factor,
         speed_mode=args.speed_mode,
         speed_profile_dir=args.speed_profile_dir,
+        discipline=args.discipline,
     )
     start_at = parse_start_at(args.start_at)
     work = WorkTable.load(args.work) if args.work else None
@@ -142,6 +150,13 @@ def main(args: argparse.Namespace) -> int:
         stats["cpu_s"] = sum(psutil.Process().cpu_times()[:2])  # user + system
         if "server" in final:
             stats["snapshot"] = final["server"].snapshot()
+            server = final["server"]
+            if config.discipline == "containers":  # the containers' hold is the node's emulated speed
+                counters = server.counters
+                stats["pace"] = {"runs": counters["completed"], "misses": counters["container_overruns"]}
+            else:
+                runners = [m.runner.pace_counters for m in server.models.values()]
+                stats["pace"] = {k: sum(r[k] for r in runners) for k in ("runs", "misses", "overrun_s")}
         if telemetry is not None:
             stats["telemetry"] = telemetry.close()
         write_stats(args.stats, stats)

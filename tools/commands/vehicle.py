@@ -163,6 +163,7 @@ def main(args: argparse.Namespace) -> int:
         stats["cpu_s"] = sum(psutil.Process().cpu_times()[:2])  # user + system
         if vehicle is not None:
             stats["counters"] = dict(vehicle.counters)
+            stats["pace"] = dict(vehicle.runner.pace_counters)
             stats["records"] = len(vehicle.records)
         if telemetry is not None:
             stats["telemetry"] = telemetry.close()

@@ -105,9 +105,11 @@ class Experiment:
         progress: bool = True,
         faults: dict[str, int] | None = None,
         speed_mode: str = "pace",
+        discipline: str = "containers",
     ) -> None:
         self.plan = plan
         self.speed_mode = speed_mode
+        self.discipline = discipline
         self.out_dir = out_dir
         self.broker_url = broker_url
         self.want_netns = netns
@@ -256,6 +258,8 @@ class Experiment:
                 ("rsu", "rsu", plan.rsu_speed_factor, plan.rsu_flops_per_s),
                 *[(sv.name, "sv", sv.speed_factor, sv.flops_per_s) for sv in plan.svs],
             ]:
+                if self.discipline == "containers":
+                    factor = 1.0  # the containers hold every task for work / rate: that is the node's speed
                 bind = f"tcp://0.0.0.0:{NODE_PORT}" if self.topology is not None else f"tcp://127.0.0.1:{ports[name]}"
                 cmd = [
                     *self._prefix(name),
@@ -277,6 +281,8 @@ class Experiment:
                     repr(capacity),
                     "--queue-limit",
                     "100000",
+                    "--discipline",
+                    self.discipline,
                     "--grace-s",
                     "5",
                     "--calibration-runs",
