@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tools.linkem import Topology, availability, list_namespaces
+from tools.linkem import Topology, availability, list_namespaces, payload_rate_to_wire
 
 OK, WHY = availability()
 pytestmark = pytest.mark.skipif(not OK, reason=f"link emulation unavailable: {WHY}")
@@ -47,6 +48,13 @@ def test_shaping_limits_throughput_and_follows_rate_changes():
     assert not [ns for ns in list_namespaces() if ns.startswith(name)]
 
 
+def qdisc_rate_bps(ns: str, dev: str) -> float:
+    """The tbf rate on ``dev`` in namespace ``ns`` (tc's JSON gives bytes per second)."""
+    out = subprocess.run(["tc", "-j", "-n", ns, "qdisc", "show", "dev", dev], capture_output=True, text=True).stdout
+    (tbf,) = [q for q in json.loads(out) if q["kind"] == "tbf"]
+    return 8.0 * tbf["options"]["rate"]
+
+
 def probe(topo: Topology, ip: str) -> str:
     """Name of the exception a TCP connect from cv0 to ``ip`` raises."""
     code = (
@@ -76,4 +84,28 @@ def test_blackout_and_cleanup_after_an_exception():
         assert probe(topo, link.ip_b) == "ConnectionRefusedError"
         tag = topo.tag
         raise RuntimeError("crash inside the experiment")
+    assert not [ns for ns in list_namespaces() if ns.startswith(tag)]
+
+
+@pytest.mark.timeout(120)
+def test_batched_per_slot_updates_shape_every_link_and_host_links_reach_the_root():
+    """`set_rates` (one tc batch per namespace, what hil runs every slot) puts each link's rate on
+    both of its ends, the next slot's update replaces it, and the payload rate survives the
+    headers; an unshaped host link joins a namespace to the root namespace."""
+    with Topology() as topo:
+        for name in ("rsu", "cv0", "cv1"):
+            topo.add_namespace(name)
+        links = [topo.add_link("cv0", "rsu"), topo.add_link("cv1", "rsu")]
+        host = topo.add_host_link("cv0")
+        for slot_rates in ({"cv0-rsu": 30e6, "cv1-rsu": 60e6}, {"cv0-rsu": 60e6, "cv1-rsu": 15e6}):
+            topo.set_rates({k: payload_rate_to_wire(v) for k, v in slot_rates.items()})
+            for link in links:  # both ends of every link carry this slot's wire rate
+                for ns, dev in ((link.ns_a, link.dev_a), (link.ns_b, link.dev_b)):
+                    assert qdisc_rate_bps(ns, dev) == pytest.approx(
+                        payload_rate_to_wire(slot_rates[link.name]), rel=1e-3
+                    )
+            got = measure(topo, links[0])  # TCP payload goodput of the cv0 link
+            assert 0.9 * slot_rates["cv0-rsu"] <= got <= 1.05 * slot_rates["cv0-rsu"]
+        assert probe(topo, host.ip_a) == "ConnectionRefusedError"  # the root side answers: reachable
+        tag = topo.tag
     assert not [ns for ns in list_namespaces() if ns.startswith(tag)]

@@ -5,12 +5,18 @@ mosquitto (Debian's package; starts in ~35 ms) runs as a child process with a ge
 that listens on 127.0.0.1 (or the given host) only. amqtt (pure Python, PyPI) runs on its own
 asyncio loop in a daemon thread of this process; it speaks MQTT v3.1.1 only, which is what
 edge_runtime.telemetry uses.
+
+mosquitto is started with ``PR_SET_PDEATHSIG`` like every child of an experiment, but as root it
+drops to its own user at start-up, and the kernel clears that flag on the change of user. So its
+config directory carries the owner's pid (``splitrt-mosq-<pid>-*``), and `sweep_stale_brokers`
+(run by the next experiment) ends brokers whose owner is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -24,6 +30,30 @@ from edge_runtime.errors import SplitrtError
 log = logging.getLogger(__name__)
 
 KINDS = ("auto", "mosquitto", "amqtt")
+MOSQ_PREFIX = "splitrt-mosq-"
+
+
+def sweep_stale_brokers() -> list[int]:
+    """Kill embedded mosquitto brokers whose owning process is gone; their pids."""
+    import psutil
+
+    killed = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        conf = next((c for c in cmd if MOSQ_PREFIX in c and c.endswith("mosquitto.conf")), None)
+        if conf is None:
+            continue
+        owner = Path(conf).parent.name[len(MOSQ_PREFIX) :].split("-")[0]
+        if owner.isdigit() and psutil.pid_exists(int(owner)) and int(owner) != proc.info["pid"]:
+            continue  # its experiment is still running
+        try:
+            proc.kill()
+            proc.wait(5)
+            killed.append(proc.info["pid"])
+        except psutil.Error:
+            continue
+        shutil.rmtree(Path(conf).parent, ignore_errors=True)
+    return killed
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -65,7 +95,7 @@ class EmbeddedBroker:
 
     # ---- mosquitto ----------------------------------------------------------------------
     def _start_mosquitto(self, exe: str, netns: str | None) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="splitrt-mosq-")
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"{MOSQ_PREFIX}{os.getpid()}-")
         conf = Path(self._tmp.name) / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"

@@ -100,6 +100,17 @@ def cleanup_stale() -> list[str]:
     return removed
 
 
+def _free_host_block() -> int:
+    """A 10.78.N.0/24 with no address in the root namespace yet: host links live there, so two
+    experiments (or one and the leftovers of a killed one) never route to each other's veths."""
+    out = _run(["ip", "-4", "-o", "addr", "show"], check=False).stdout
+    used = {int(part.split(".")[2]) for part in out.split() if part.startswith("10.78.") and part.count(".") == 3}
+    for block in range(250):
+        if block not in used:
+            return block
+    raise SplitrtError("no free 10.78.N.0/24 block for host links (stale experiments? see `ip -4 addr`)")
+
+
 @dataclass(frozen=True)
 class Link:
     """A veth pair between namespaces ``ns_a`` (device ``dev_a``, ``ip_a``) and ``ns_b``."""
@@ -127,6 +138,7 @@ class Topology:
         self.delay_ms = delay_ms
         self.burst_s = burst_s
         self.host_links: dict[str, Link] = {}
+        self._host_block: int | None = None
         self.netem = delay_ms > 0 and netem_available()
         if delay_ms > 0 and not self.netem:
             log.warning("netem is not available on this kernel: link delay %.1f ms is not emulated", delay_ms)
@@ -173,9 +185,11 @@ class Topology:
         """Join the root namespace to namespace ``name`` by an unshaped veth pair (control plane);
         ``ip_a`` is the root side's address, ``ip_b`` the namespace's."""
         idx = len(self.host_links)
-        if idx >= 250 * 64:
-            raise SplitrtError("too many host links")
-        base = f"10.78.{idx // 64}"
+        if idx >= 64:
+            raise SplitrtError("too many host links (64 per experiment)")
+        if self._host_block is None:
+            self._host_block = _free_host_block()
+        base = f"10.78.{self._host_block}"
         last = (idx % 64) * 4
         ip_a, ip_b = f"{base}.{last + 1}", f"{base}.{last + 2}"
         dev_a, tmp_b = f"{self.tag[:10]}h{idx}"[:15], f"{self.tag[:8]}h{idx}b"[:15]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -42,7 +43,7 @@ from edge_runtime.records import read_jsonl
 from edge_runtime.slotclock import SlotClock
 from edge_runtime.telemetry import Publisher
 from tools import linkem
-from tools.broker import EmbeddedBroker, free_port, start_broker
+from tools.broker import EmbeddedBroker, free_port, start_broker, sweep_stale_brokers
 from tools.hil.plan import HilPlan
 from tools.hil.processes import Child
 
@@ -117,7 +118,8 @@ class Experiment:
         self.say = say
         self.progress = progress
         self.faults = faults or {}
-        self.tag = f"hil{__import__('os').getpid()}"
+        # namespaces carry linkem's prefix + our pid, so `linkem.cleanup_stale` finds a killed run's
+        self.tag = f"{linkem.PREFIX}{os.getpid()}"
         self.topology: linkem.Topology | None = None
         self.broker: EmbeddedBroker | None = None
         self.children: list[Child] = []
@@ -125,6 +127,8 @@ class Experiment:
         self.link_note = ""
         self._broker_port = 0
         self.pids_file = out_dir / "pids.json"
+        self._tc_log = out_dir / "tc_rates.jsonl"
+        self._pids: dict[str, int] = {}
 
     # ---- set-up / tear-down ----------------------------------------------------------------
     def __enter__(self) -> Experiment:
@@ -140,6 +144,9 @@ class Experiment:
 
     def start(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        swept = sweep_stale_brokers()
+        if swept:
+            self.say(f"stopped {len(swept)} broker(s) left by a killed run: pids {swept}")
         ok, why = linkem.availability()
         if ok:
             removed = linkem.cleanup_stale()
@@ -193,10 +200,12 @@ class Experiment:
             self.broker = None
 
     def _write_pids(self) -> None:
-        pids = {c.name: c.pid for c in self.children}
+        """Every process this experiment ever started (so a check after the run can find them)."""
+        for c in self.children:
+            self._pids[f"{c.name}-{c.pid}"] = c.pid
         if self.broker is not None and self.broker.pid is not None:
-            pids["broker"] = self.broker.pid
-        data = {"pids": pids, "namespace_prefix": self.tag if self.topology else None}
+            self._pids["broker"] = self.broker.pid
+        data = {"pids": self._pids, "namespace_prefix": f"{self.tag}-" if self.topology else None}
         self.pids_file.write_text(json.dumps(data, indent=1) + "\n")
 
     # ---- addresses -------------------------------------------------------------------------
@@ -218,7 +227,7 @@ class Experiment:
     # ---- one method --------------------------------------------------------------------------
     def run(self, method: str, decider: str) -> LiveResult:
         plan, sc = self.plan, self.plan.scenario
-        exp = f"{self.tag}-{method}"
+        exp = f"hil{os.getpid()}-{method}"
         mdir = self.out_dir / method
         logs = mdir / "logs"
         mdir.mkdir(parents=True, exist_ok=True)
@@ -362,8 +371,10 @@ class Experiment:
                 child.wait_for(f"{child.name}: ready", START_TIMEOUT_S)
             if not recorder.subscriber.wait_subscribed(10):
                 raise SplitrtError(f"the recorder could not subscribe at {local_broker}")
+            self._tc_log = mdir / "tc_rates.jsonl"
+            self._tc_log.unlink(missing_ok=True)
             if self.topology is not None:
-                tc_times.append(self._set_rates(0))
+                tc_times.append(self._set_rates(0, self._tc_log))
             epoch = time.time() + START_LEAD_S
             clock = SlotClock(epoch, sc.slot_s)
             publisher.publish("slot", clock.beacon(0))
@@ -396,7 +407,9 @@ class Experiment:
         self._write_pids()
         return child
 
-    def _set_rates(self, slot: int) -> float:
+    def _set_rates(self, slot: int, log_path: Path) -> float:
+        """Slot ``slot``'s channel rates on every link (wire rate for that payload rate); each
+        update is appended to ``log_path`` as it was applied (``tc_rates.jsonl``)."""
         assert self.topology is not None
         start = time.perf_counter()
         rates = {}
@@ -404,7 +417,11 @@ class Experiment:
             for j, node in enumerate(self.plan.node_names):
                 rates[f"{cv.id}-{node}"] = linkem.payload_rate_to_wire(float(self.plan.rates_bps[slot, i, j]))
         self.topology.set_rates(rates)
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        applied = {name: self.topology.rates_bps[name] for name in rates}
+        with log_path.open("a") as f:
+            f.write(json.dumps({"slot": slot, "unix_s": time.time(), "wire_bps": applied, "update_s": elapsed}) + "\n")
+        return elapsed
 
     def _drive(
         self,
@@ -441,7 +458,7 @@ class Experiment:
                     self.say(f"fault: killing the broker at slot {t}")
                     self.broker.kill()
                 if self.topology is not None and t < t_slots:
-                    tc_times.append(self._set_rates(t))
+                    tc_times.append(self._set_rates(t, self._tc_log))
                 _sleep_until(boundary + 0.2 * sc.slot_s)
                 while emitted < min(t - 1, t_slots - 1):  # slot t - 1's Q(t) is in now
                     emitted += 1
