@@ -115,3 +115,49 @@ def test_recorder_writes_every_kind_and_rejects_garbage(kind, tmp_path):
     ]
     assert read_recorded(tmp_path / "controller.jsonl")[0]["lyapunov"] == 1.5
     assert read_recorded(tmp_path / "slot.jsonl") == []
+
+
+@pytest.mark.timeout(120)
+def test_splitrt_record_writes_until_the_stop_event(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from edge_runtime.recorder import read_recorded
+
+    root = Path(__file__).resolve().parents[1]
+    with start_broker("amqtt") as broker:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tools.cli",
+                "record",
+                "--broker",
+                broker.url,
+                "--experiment",
+                "exp",
+                "--out",
+                str(tmp_path),
+                "--duration-s",
+                "60",
+            ],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout.readline().startswith("recording exp")  # printed once subscribed
+            pub = Publisher(broker.url, "exp", "pub")
+            for t in range(3):
+                pub.publish("vehicle_state", {"slot": t, "q_loc_flops": 1e9 * t}, "cv0")
+            pub.publish("event", {"event": "stop"})
+            out, err = proc.communicate(timeout=30)
+            pub.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err
+    assert "vehicle_state 3" in out and "event 1" in out
+    assert [m["slot"] for m in read_recorded(tmp_path / "vehicle_state.jsonl")] == [0, 1, 2]

@@ -128,6 +128,27 @@ def main(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError) as exc:
             raise SplitrtError(f"--policy {d}: cannot read the method from {meta_path}: {exc}") from None
 
+    chosen: dict[str, tuple[str, dict[str, str]]] = {}
+    skipped: dict[str, str] = {}
+    for m in methods:
+        if m in LIVE_DECIDERS:
+            chosen[m] = (LIVE_DECIDERS[m], {})
+        elif m in LEARNED:
+            try:
+                directory = policies.get(m) or find_policy(TRAINED_DIR, m, base)
+            except MethodNotApplicable as exc:
+                skipped[m] = str(exc)
+                continue
+            chosen[m] = (f"policy:{directory}", {"policy": str(directory), "match": "shape"})
+        elif m in SIM_ONLY:
+            skipped[m] = SIM_ONLY[m]
+        else:
+            raise SplitrtError(f"--methods: unknown method {m!r}; live: {', '.join([*LEARNED, *LIVE_DECIDERS])}")
+    if not chosen:
+        raise SplitrtError("none of --methods can run live: " + "; ".join(f"{m}: {why}" for m, why in skipped.items()))
+    for m, why in skipped.items():
+        say(f"skipping {m}: {why}")
+
     import psutil
 
     busy = psutil.cpu_percent(interval=1.0)  # before anything of ours runs: other users of the machine
@@ -148,27 +169,6 @@ def main(args: argparse.Namespace) -> int:
     )
     for w in warnings:
         say(f"warning: {w}")
-
-    chosen: dict[str, tuple[str, dict[str, str]]] = {}
-    skipped: dict[str, str] = {}
-    for m in methods:
-        if m in LIVE_DECIDERS:
-            chosen[m] = (LIVE_DECIDERS[m], {})
-        elif m in LEARNED:
-            try:
-                directory = policies.get(m) or find_policy(TRAINED_DIR, m, base)
-            except MethodNotApplicable as exc:
-                skipped[m] = str(exc)
-                continue
-            chosen[m] = (f"policy:{directory}", {"policy": str(directory), "match": "shape"})
-        elif m in SIM_ONLY:
-            skipped[m] = SIM_ONLY[m]
-        else:
-            raise SplitrtError(f"--methods: unknown method {m!r}; live: {', '.join([*LEARNED, *LIVE_DECIDERS])}")
-    for m, why in skipped.items():
-        say(f"skipping {m}: {why}")
-    if not chosen:
-        raise SplitrtError("none of --methods can run live here (see the reasons above)")
 
     def terminate(signum, frame):
         raise KeyboardInterrupt
