@@ -33,6 +33,8 @@ BENCHMARKS: dict[str, str] = {
     "server_throughput": "tools.benchmarks.runtime:server_throughput",
     "encoding": "tools.benchmarks.runtime:encoding",
     "speed_emulation": "tools.benchmarks.runtime:speed_emulation",
+    "control_loop": "tools.benchmarks.live:control_loop",
+    "sim_to_real": "tools.benchmarks.live:sim_to_real",
 }
 
 #: The paper's DNN types plus MobileNetV2, the models the segment benchmarks cover.

@@ -537,6 +537,46 @@ class Experiment:
         )
 
 
+def load_result(mdir: Path, method: str, link_emulation: str, link_note: str = "") -> LiveResult:
+    """A method's live results from the files of a run directory (``--report-only``): what a
+    `splitrt hil` run left, or a real deployment's files put in the same layout (the vehicles'
+    ``<id>.jsonl`` records and ``<id>.stats.json``, the nodes' stats, ``controller.jsonl`` when the
+    controller ran)."""
+    records: list[dict[str, Any]] = []
+    vehicle_stats: dict[str, dict[str, Any]] = {}
+    node_stats: dict[str, dict[str, Any]] = {}
+    merged = mdir / "records.jsonl"
+    if merged.is_file():
+        records = read_jsonl(merged)
+    for path in sorted(mdir.glob("*.stats.json")):
+        stats = _read_json(path)
+        name = path.name.removesuffix(".stats.json")
+        (vehicle_stats if "vehicle" in stats else node_stats)[name] = stats
+        if not merged.is_file() and "vehicle" in stats and (mdir / f"{name}.jsonl").is_file():
+            records += read_jsonl(mdir / f"{name}.jsonl")
+    if not records:
+        raise SplitrtError(f"no task records in {mdir} (records.jsonl or <vehicle>.jsonl)")
+    controller = read_jsonl(mdir / "controller.jsonl") if (mdir / "controller.jsonl").is_file() else []
+    online = read_jsonl(mdir / "controller_online.jsonl") if (mdir / "controller_online.jsonl").is_file() else []
+    records.sort(key=lambda r: (r["slot"], r["vehicle_id"]))
+    return LiveResult(
+        method=method,
+        experiment=mdir.name,
+        out_dir=mdir,
+        link_emulation=link_emulation,
+        link_note=link_note,
+        records=records,
+        controller=controller,
+        controller_online=online,
+        vehicle_stats=vehicle_stats,
+        node_stats=node_stats,
+        telemetry={},
+        epoch_unix_s=float("nan"),
+        wall_s=float("nan"),
+        cpu_s=float("nan"),
+    )
+
+
 def _cli() -> list[str]:
     return [sys.executable, "-m", "tools.cli", "--log-level", "INFO"]
 
