@@ -112,8 +112,10 @@ class DiffusionActor(nn.Module):
         b_min: float = 0.1,
         b_max: float = 10.0,
         t_dim: int = 16,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
+        self.temperature = temperature
         self.obs_dim, self.n_types, self.n_actions, self.steps = obs_dim, n_types, n_actions, steps
         self.normaliser = Normaliser(obs_dim)
         self.embed = SinusoidalEmbedding(t_dim)
@@ -162,7 +164,7 @@ class DiffusionActor(nn.Module):
             z = noise[:, k + 1] if m > 1 else None
             x = self.reverse_step(x, m, cond, z)
         x0 = torch.tanh(x)
-        logits = x0.masked_fill(~mask, float("-inf"))
+        logits = (x0 / self.temperature).masked_fill(~mask, float("-inf"))
         q = torch.softmax(logits, dim=-1)
         return q.masked_fill(~mask, MASKED_Q)
 
