@@ -43,6 +43,11 @@ from policy.train_config import TrainConfig  # torch-free, so the CLI builds its
 
 log = logging.getLogger(__name__)
 
+#: Penalty on the diffusion actor's unbounded x0 prediction beyond |x| = RANGE_LIMIT (tanh(2) = 0.96):
+#: without it, pushed entries saturate tanh, tie and stop learning (policy.networks.DiffusionActor).
+RANGE_LIMIT = 2.0
+RANGE_PENALTY = 0.01
+
 
 def make_scenario(cfg: TrainConfig):
     from policy.config import preset
@@ -128,23 +133,22 @@ class Learner:
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
 
-    def q_all(self, actor, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, N, A) per-agent values for every action (fresh diffusion noise per call)."""
+    def q_all(self, actor, obs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, score), each (B, N, A): per-agent values of every action and the score whose argmax
+        is the agent's choice (fresh diffusion noise per call)."""
         b, n, d = obs.shape
         onehot = self.type_onehot.expand(b, n, -1).reshape(b * n, -1)
         noise = actor.sample_noise(b * n, self.generator)
-        q = actor(obs.reshape(b * n, d), onehot, mask.reshape(b * n, -1), noise)
-        return q.view(b, n, -1)
+        q, score = actor(obs.reshape(b * n, d), onehot, mask.reshape(b * n, -1), noise)
+        return q.view(b, n, -1), score.view(b, n, -1)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, mask: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
         """(E, N) actions: argmax of the actor's values, uniform over valid actions w.p. epsilon."""
-        q = (
-            self.q_all(self.actor, torch.as_tensor(obs, device=self.device), torch.as_tensor(mask, device=self.device))
-            .cpu()
-            .numpy()
+        _, score = self.q_all(
+            self.actor, torch.as_tensor(obs, device=self.device), torch.as_tensor(mask, device=self.device)
         )
-        greedy = q.argmax(-1)
+        greedy = score.argmax(-1).cpu().numpy()
         explore = rng.random(greedy.shape) < epsilon
         # uniform among valid actions: argmax of random keys restricted to the mask
         random_valid = np.where(mask, rng.random(mask.shape), -1.0).argmax(-1)
@@ -153,18 +157,21 @@ class Learner:
     def update(self, batch: dict[str, torch.Tensor], reward_scale: float) -> float:
         """One TD step (eqs 59-60) and the soft target update (eqs 61-62); returns the loss."""
         cfg = self.cfg
-        q = self.q_all(self.actor, batch["obs"], batch["mask"])
+        q, _ = self.q_all(self.actor, batch["obs"], batch["mask"])
+        pre = getattr(self.actor, "last_pre", None)  # this forward's x0 prediction (diffusion actor)
         q_taken = q.gather(-1, batch["action"].unsqueeze(-1)).squeeze(-1)  # (B, N)
         q_tot = self.mixer(q_taken, batch["state"])
         y = batch["reward"] / reward_scale
         if cfg.gamma > 0:  # with gamma = 0 the bootstrap term vanishes: skip two forward passes
             with torch.no_grad():
-                next_online = self.q_all(self.actor, batch["next_obs"], batch["next_mask"])
-                best = next_online.argmax(-1, keepdim=True)
-                next_target = self.q_all(self.target_actor, batch["next_obs"], batch["next_mask"])
+                _, next_score = self.q_all(self.actor, batch["next_obs"], batch["next_mask"])
+                best = next_score.argmax(-1, keepdim=True)
+                next_target, _ = self.q_all(self.target_actor, batch["next_obs"], batch["next_mask"])
                 target_tot = self.target_mixer(next_target.gather(-1, best).squeeze(-1), batch["next_state"])
                 y = y + cfg.gamma * target_tot
         loss = F.smooth_l1_loss(q_tot, y)
+        if pre is not None:  # keep the diffusion actor's x0 prediction where tanh still responds
+            loss = loss + RANGE_PENALTY * torch.relu(pre.abs() - RANGE_LIMIT).pow(2).mean()
         self.opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 10.0)

@@ -49,14 +49,14 @@ def test_onnx_policy_matches_torch_with_the_same_noise(tiny_run):
         onehot = policy.type_onehot(list(env.agent_model))
         q_onnx, a_onnx = policy.run(obs.reshape(e * n, d), onehot, mask.reshape(e * n, -1), noise)
         with torch.no_grad():
-            q_torch = learner.actor(
+            q_torch, score_torch = learner.actor(
                 torch.as_tensor(obs.reshape(e * n, d)),
                 torch.as_tensor(onehot),
                 torch.as_tensor(mask.reshape(e * n, -1)),
                 torch.as_tensor(noise),
             )
         np.testing.assert_allclose(q_onnx, q_torch.numpy(), rtol=1e-4, atol=1e-6)
-        np.testing.assert_array_equal(a_onnx, q_torch.argmax(-1).numpy())
+        np.testing.assert_array_equal(a_onnx, score_torch.argmax(-1).numpy())
         obs, _, mask, *_ = env.step(a_onnx.reshape(e, n).astype(np.int64))
 
 
