@@ -193,3 +193,20 @@ def test_train_and_export_policy_cli(tmp_path):
     assert r.returncode == 1 and "--method 'mad3rl'" in r.stderr
     r = run("export-policy", "--run", str(tmp_path / "nothing"))
     assert r.returncode == 1 and "no checkpoint" in r.stderr
+
+
+def test_learned_method_finds_the_policy_for_the_scenario(tiny_run):
+    from policy.config import preset
+    from policy.learned import find_policy
+    from policy.methods import MethodNotApplicable
+
+    assert find_policy(tiny_run, "mad2rl", preset("paper", n_cvs=2, n_svs=1)) == tiny_run / "policy"
+    with pytest.raises(MethodNotApplicable, match="splitrt train --method mad2rl --preset paper --cvs 3"):
+        find_policy(tiny_run, "mad2rl", preset("paper", n_cvs=3, n_svs=1))
+    # shape: any number of CVs (the actor is per agent), but the same SVs and V
+    assert find_policy(tiny_run, "mad2rl", preset("paper", n_cvs=3, n_svs=1), "shape") == tiny_run / "policy"
+    for other in (preset("paper", n_cvs=2, n_svs=2), preset("paper", n_cvs=2, n_svs=1, v=50.0)):
+        with pytest.raises(MethodNotApplicable):
+            find_policy(tiny_run, "mad2rl", other, "shape")
+    with pytest.raises(MethodNotApplicable):
+        find_policy(tiny_run, "pqmix", preset("paper", n_cvs=2, n_svs=1))
