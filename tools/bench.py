@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "simulator": "tools.benchmarks.simulator:simulator",
     "ga": "tools.benchmarks.simulator:ga",
     "oracle": "tools.benchmarks.simulator:oracle",
+    "decision": "tools.benchmarks.decision:decision",
     "link": "tools.benchmarks.runtime:link",
     "runtime_overhead": "tools.benchmarks.runtime:runtime_overhead",
     "server_throughput": "tools.benchmarks.runtime:server_throughput",

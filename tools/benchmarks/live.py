@@ -72,7 +72,9 @@ def control_loop(ctx: BenchContext) -> list[dict[str, Any]]:
         svs={"sv1": sc.sv_flops_per_s[0], "sv2": sc.sv_flops_per_s[0]},
     )
     rng = np.random.default_rng(0)
-    parts: dict[str, list[float]] = {k: [] for k in ("observation", "decision", "allocation", "telemetry", "controller")}
+    parts: dict[str, list[float]] = {
+        k: [] for k in ("observation", "decision", "allocation", "telemetry", "controller")
+    }
     totals = []
     with start_broker() as broker:
         pub = Publisher(broker.url, "bench", "bench-control-loop")
@@ -130,9 +132,7 @@ def control_loop(ctx: BenchContext) -> list[dict[str, Any]]:
         record("control_loop", "median_ms", float(np.median(total)), "ms", **params),
         record("control_loop", "p95_ms", float(np.percentile(total, 95)), "ms", **params),
     ]
-    out += [
-        record("control_loop", f"{k}_ms", float(np.median(v[5:])) * 1e3, "ms", **params) for k, v in parts.items()
-    ]
+    out += [record("control_loop", f"{k}_ms", float(np.median(v[5:])) * 1e3, "ms", **params) for k, v in parts.items()]
     return out
 
 
