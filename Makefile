@@ -31,9 +31,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[all]'
 	@touch $(STAMP)
 
+# The live demo: RSU, SVs and CVs as processes over emulated links (as root), MAD2RL and baselines,
+# then the same scenario in the simulator; exports and profiles what it needs; prints the table.
 demo: setup
-	$(BIN)/splitrt export --model resnet18 --out $(EXPORTS)
-	$(BIN)/splitrt profile --segments $(EXPORTS)/resnet18 --out $(EXPORTS)/resnet18/profile.json
+	$(BIN)/splitrt hil --preset demo --exports $(EXPORTS) --out runs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -106,13 +106,36 @@ class GreedyDecider:
         return int(cut), int(node)
 
 
-DECIDER_SPECS = "local | offload[@J] | fixed:K[@J] | greedy"
+class RandomDecider:
+    """Uniform over the valid actions (eq 55's (cut, node) pairs under the mask), seeded."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def decide(self, ctx: DecisionContext) -> tuple[int, int]:
+        valid = np.flatnonzero(ctx.action_mask())
+        cut, node = obs_layout.decode_action(int(self.rng.choice(valid)), ctx.n_nodes)
+        return int(cut), int(node)
 
 
-def make_decider(spec: str, n_cuts: int, n_nodes: int) -> Decider:
+DECIDER_SPECS = "local | offload[@J] | fixed:K[@J] | greedy | random | policy:DIR"
+
+
+def make_decider(spec: str, n_cuts: int, n_nodes: int, seed: int = 0) -> Decider:
     """A decider from its command-line spec (`DECIDER_SPECS`); J is the edge node index (node 0 =
-    the first --edge, by convention the RSU), K the manifest cut (0 .. n_cuts - 1)."""
+    the first --edge, by convention the RSU), K the manifest cut (0 .. n_cuts - 1), DIR a trained
+    policy (edge_runtime.policy: MAD2RL or P-QMIX as ONNX). ``seed`` seeds random and policy noise."""
     text = spec.strip()
+    if text.startswith("policy:"):
+        from edge_runtime.policy import OnDevicePolicy  # imports this module: kept lazy
+
+        policy = OnDevicePolicy(text[len("policy:") :], seed=seed)
+        policy.check_nodes(n_nodes)
+        return policy
+    if text == "random":
+        return RandomDecider(seed)
     body, _, node_text = text.partition("@")
     node = 0
     if node_text:

@@ -139,11 +139,12 @@ class FairScheduler:
         q.waiting.append(job)
         return True
 
-    def pop(self, now: float) -> Job | None:
-        """The next job to run (None when nothing waits); it counts as running until `finish`."""
+    def pop(self, now: float, queue: str | None = None) -> Job | None:
+        """The next job to run (None when nothing waits), from ``queue`` only when given (then
+        in FIFO order); it counts as running until `finish`."""
         best: tuple[float, str] | None = None
         for name, q in self._q.items():
-            if q.waiting:
+            if q.waiting and (queue is None or name == queue):
                 start = max(q.tag, self.vtime)
                 if best is None or start < best[0]:
                     best = (start, name)

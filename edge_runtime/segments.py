@@ -77,6 +77,11 @@ class SegmentRunner:
     idles for (speed_factor - 1) times the segment's measured compute time, so every segment
     takes speed_factor times as long while the CPU stays free for the other processes of an
     experiment.
+
+    ``pace_s`` (one value per segment, seconds) emulates a device of a given speed exactly: a run
+    of segments a..b-1 ends sum(pace_s[a:b]) after it started (idling once, at the end, for what
+    the compute left, so sleep overshoots do not add up over many small segments), and contention
+    on the host changes nothing as long as the compute fits in that time (edge_runtime.speed).
     """
 
     def __init__(
@@ -88,11 +93,21 @@ class SegmentRunner:
         spinning: bool = False,
         segments: Sequence[int] | None = None,
         speed_factor: float = 1.0,
+        pace_s: Sequence[float] | None = None,
     ) -> None:
         if not speed_factor >= 1.0:
             raise SplitrtError(f"speed factor must be >= 1 (1 = native speed), got {speed_factor}")
         self.speed_factor = float(speed_factor)
         self.manifest = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
+        self.pace_s = None if pace_s is None else np.asarray(pace_s, dtype=np.float64)
+        # A paced run whose compute took longer than its pace is a miss: the emulated device was
+        # slower than asked (the host was too busy); counted so a report can say so.
+        self.pace_counters = {"runs": 0, "misses": 0, "overrun_s": 0.0}
+        if self.pace_s is not None and self.pace_s.shape != (self.manifest.n_segments,):
+            raise SplitrtError(
+                f"pace times: {self.pace_s.shape[0] if self.pace_s.ndim else 0} values for "
+                f"{self.manifest.n_segments} segments of {self.manifest.model}"
+            )
         self.providers = resolve_providers(providers)
         self.threads = threads
         self.spinning = spinning
@@ -116,12 +131,20 @@ class SegmentRunner:
                 f"{self.manifest.model} cut {cut} expects {spec.dtype}{list(spec.shape)}, got {x.dtype}{list(x.shape)}"
             )
 
-    def run_segment(self, x: np.ndarray, index: int) -> np.ndarray:
-        seg = self.manifest.segments[index]
+    def _session(self, index: int) -> ort.InferenceSession:
         try:
-            session = self.sessions[index]
+            return self.sessions[index]
         except KeyError:
             raise SplitrtError(f"segment {index} of {self.manifest.model} was not loaded") from None
+
+    def run_segment(self, x: np.ndarray, index: int) -> np.ndarray:
+        seg = self.manifest.segments[index]
+        session = self._session(index)
+        if self.pace_s is not None:
+            start = time.perf_counter()
+            out = session.run([seg.output], {seg.input: x})[0]
+            self._paced(start + self.pace_s[index] - time.perf_counter())
+            return out
         if self.speed_factor == 1.0:
             return session.run([seg.output], {seg.input: x})[0]
         start = time.perf_counter()
@@ -138,9 +161,24 @@ class SegmentRunner:
                 f"segment range [{start}, {stop}) is outside 0..{self.n_segments} for {self.manifest.model}"
             )
         self.check_input(x, start)
+        if self.pace_s is None:
+            for i in range(start, stop):
+                x = self.run_segment(x, i)
+            return x
+        begin = time.perf_counter()
         for i in range(start, stop):
-            x = self.run_segment(x, i)
+            seg = self.manifest.segments[i]
+            x = self._session(i).run([seg.output], {seg.input: x})[0]
+        self._paced(begin + float(self.pace_s[start:stop].sum()) - time.perf_counter())
         return x
+
+    def _paced(self, left_s: float) -> None:
+        self.pace_counters["runs"] += 1
+        if left_s > 0:
+            time.sleep(left_s)
+        else:
+            self.pace_counters["misses"] += 1
+            self.pace_counters["overrun_s"] -= left_s
 
 
 def _open_session(path: Path, opts: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:

@@ -18,6 +18,23 @@
          (edge_runtime.scheduler), which also meters served vs allocated (GPS) seconds.
 ``sv``   a service vehicle: one FIFO over all types (eqs 13-16).
 
+Discipline. ``sfq`` (default): the shares are enforced over the workers' time, one task at a
+time at full speed (above). ``containers``: the paper's RSU literally (SYSTEM_MODEL.md: one
+container per DNN type with f_k of the compute): one worker per queue runs that queue's tasks in
+FIFO order, each task's reply leaves once its container, progressing at the type's current f_k
+(re-solved at every arrival and slot boundary), has done the task's work (FLOPs / f_k, integrated
+over share changes), so types run side by side like CPU-share containers (the fluid sharing eqs
+9-11 assume). The real inference runs first at whatever speed the host gives it; a task whose
+compute alone took longer than its container's time is counted (``container_overruns``). An SV in
+this discipline serves its FIFO at exactly its capacity. Needs the work (FLOPs, edge_runtime.work)
+and the capacity to be in the same unit.
+
+Experiments (`splitrt hil`). ``start_unix_s`` puts slot 0 at the experiment's shared epoch
+(edge_runtime.slotclock) instead of the start of `run()`; at every slot boundary, after the
+allocation is re-solved, the ``on_slot`` hooks get the slot index and the node's snapshot (the
+telemetry publishes it). A work table (edge_runtime.work) makes every task's FLOPs the
+simulator's for its cut (profile-calibrated effective FLOPs) instead of the manifest's.
+
 Capacity. F (f_rsu_max, FLOP/s) is ``capacity_flops_per_s`` when given, else ``workers`` x the
 mean over the served models of their effective FLOP/s on this node (total FLOPs / whole-chain
 median). Each model's speed comes from ``DIR/profile.json`` when it matches the export (digest),
@@ -64,7 +81,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +96,7 @@ from edge_runtime.profile import Profile
 from edge_runtime.scheduler import FairScheduler, Job
 from edge_runtime.security import ServerSecurity, SocketEvents, warn_plain
 from edge_runtime.segments import SegmentRunner
-from edge_runtime.speed import SpeedEmulation
+from edge_runtime.speed import SpeedEmulation, pace_times
 from edge_runtime.wire import (
     MAX_HEADER_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -93,10 +110,12 @@ from edge_runtime.wire import (
     tensor_header,
     unpack,
 )
+from edge_runtime.work import WorkTable
 
 log = logging.getLogger(__name__)
 
 ROLES = ("rsu", "sv")
+DISCIPLINES = ("sfq", "containers")
 FIFO = "fifo"
 _INPROC = "inproc://splitrt-replies-{}"
 
@@ -121,10 +140,15 @@ class ServerConfig:
     speed_factor: float = 1.0
     speed_mode: str = "auto"
     max_message_bytes: int | None = None  # per ZeroMQ frame; None: the largest cut tensor served
+    start_unix_s: float | None = None
+    speed_profile_dir: str = ""
+    discipline: str = "sfq"
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise SplitrtError(f"--role must be rsu or sv, got {self.role!r}")
+        if self.discipline not in DISCIPLINES:
+            raise SplitrtError(f"--discipline must be one of {', '.join(DISCIPLINES)}, got {self.discipline!r}")
         if self.threads < 1 or self.workers < 1:
             raise SplitrtError(f"--threads and --workers must be >= 1, got {self.threads} and {self.workers}")
         if not self.slot_s > 0:
@@ -155,7 +179,7 @@ class ServedModel:
     runner: SegmentRunner
     tail_s: np.ndarray  # (n_cuts,) estimated compute seconds of segments [c, n) on this node
     flops_per_s: float
-    speed_source: str  # "profile" or "calibration"
+    speed_source: str  # "profile", "calibration" or "pace"
     digest: str = ""
 
     def __post_init__(self) -> None:
@@ -190,11 +214,13 @@ def load_models(
     speed_factor: float = 1.0,
     emulation: dict[str, Any] | None = None,
     calibration_runs: int = 3,
+    pace: dict[str, np.ndarray] | None = None,
 ) -> dict[str, ServedModel]:
     """Load every export in ``dirs`` with its speed on this node (profile.json or calibration).
 
     ``speed_factor`` is the SegmentRunner stretch; ``emulation`` the node's
-    ``SpeedEmulation.describe()``, which a profile must match to be used.
+    ``SpeedEmulation.describe()``, which a profile must match to be used. ``pace`` (model ->
+    per-segment seconds, edge_runtime.speed "pace") paces the segments, and those are the times.
     """
     emulation = emulation or {"speed_factor": 1.0, "speed_mode": "none"}
     models: dict[str, ServedModel] = {}
@@ -202,8 +228,11 @@ def load_models(
         manifest = Manifest.load(d)
         if manifest.model in models:
             raise SplitrtError(f"model {manifest.model!r} is given twice (--segments {d})")
-        runner = SegmentRunner(manifest, providers=providers, threads=threads, speed_factor=speed_factor)
-        seg_s, source = _profile_times(manifest, threads, emulation), "profile"
+        paced = None if pace is None else pace.get(manifest.model)
+        runner = SegmentRunner(manifest, providers=providers, threads=threads, speed_factor=speed_factor, pace_s=paced)
+        seg_s, source = (
+            (paced, "pace") if paced is not None else (_profile_times(manifest, threads, emulation), "profile")
+        )
         if seg_s is None:
             seg_s, source = calibrate(runner, calibration_runs), "calibration"
         tail = np.concatenate([np.cumsum(seg_s[::-1])[::-1], [0.0]])
@@ -258,9 +287,22 @@ class EdgeServer:
         *,
         speed: dict[str, Any] | None = None,
         security: ServerSecurity | None = None,
+        work: WorkTable | None = None,
+        on_slot: Sequence[Callable[[int, dict[str, Any]], None]] = (),
     ):
         self.config = config
         self.models = models
+        # Edge FLOPs per model and cut: the work table's (the simulator's unit) or the manifest's.
+        self._edge_flops = {
+            name: (
+                work.for_model(m.manifest).edge_flops(config.role)
+                if work is not None
+                else np.array([c.flops_after for c in m.manifest.cuts], dtype=np.float64)
+            )
+            for name, m in models.items()
+        }
+        self.on_slot = list(on_slot)
+        self._announced = -1
         self.name = config.name or f"{config.role}-{os.getpid()}"
         self.speed = speed or {"speed_factor": 1.0, "speed_mode": "none"}
         self.capacity_flops_per_s = config.capacity_flops_per_s or config.workers * float(
@@ -302,6 +344,7 @@ class EdgeServer:
                 "state_requests",
                 "undeliverable",
                 "allocations",
+                "container_overruns",
             )
         }
         self.counters["errors_by_code"] = {}
@@ -350,10 +393,16 @@ class EdgeServer:
         pull.setsockopt(zmq.LINGER, 0)
         pull.bind(self._inproc)
         restore = self._install_signals()
-        workers = [
-            threading.Thread(target=self._worker, name=f"{self.name}-worker{i}", daemon=True)
-            for i in range(self.config.workers)
-        ]
+        if self.containers:  # one worker per container (queue)
+            workers = [
+                threading.Thread(target=self._worker, args=(q,), name=f"{self.name}-{q}", daemon=True)
+                for q in self._sched.names
+            ]
+        else:
+            workers = [
+                threading.Thread(target=self._worker, name=f"{self.name}-worker{i}", daemon=True)
+                for i in range(self.config.workers)
+            ]
         for w in workers:
             w.start()
         poller = zmq.Poller()
@@ -363,7 +412,9 @@ class EdgeServer:
         if events_sock is not None:
             poller.register(events_sock, zmq.POLLIN)
         self._t0 = time.perf_counter()
-        self._reallocate(self._t0)
+        if self.config.start_unix_s is not None:
+            self._t0 += self.config.start_unix_s - time.time()
+        self._reallocate(time.perf_counter())
         self._ready.set()
         log.info("%s (%s) serving %s on %s", self.name, self.config.role, ", ".join(self.models), self.endpoint)
         shutdown_deadline: float | None = None
@@ -372,6 +423,8 @@ class EdgeServer:
                 now = time.perf_counter()
                 next_tick = self._t0 + (self.slot + 1) * self.config.slot_s
                 wake = min(next_tick, now + 0.1)
+                if self._announced < 0:
+                    wake = min(wake, self._t0)
                 if self._alloc_dirty:
                     wake = min(wake, self._last_solve + self._resolve_s)
                 timeout_ms = max(0.0, wake - now) * 1e3
@@ -387,8 +440,14 @@ class EdgeServer:
                     with self._cv:
                         self.slot = int((now - self._t0) / self.config.slot_s)
                     self._reallocate(now)
-                elif self._alloc_dirty and now >= self._last_solve + self._resolve_s and self._contended():
-                    self._reallocate(now)
+                    self._announce(now)
+                elif self._announced < 0 and now >= self._t0:
+                    self._announce(now)
+                elif self._alloc_dirty and now >= self._last_solve + self._resolve_s:
+                    if self._contended():
+                        self._reallocate(now)
+                    else:  # nothing contends: look again after resolve_s rather than spin on a past wake-up
+                        self._last_solve = now
                 if self._stop.is_set() and shutdown_deadline is None:
                     shutdown_deadline = now + self.config.grace_s
                     self._begin_shutdown(router)
@@ -424,6 +483,20 @@ class EdgeServer:
             restore()
             log.info("%s stopped: %s", self.name, {k: v for k, v in self.counters.items() if isinstance(v, int)})
         return 0
+
+    def _announce(self, now: float) -> None:
+        """Tell the slot hooks (telemetry) about the slot that has just begun, once per slot."""
+        slot = max(int((now - self._t0) / self.config.slot_s), 0)
+        if slot <= self._announced or not self.on_slot:
+            self._announced = max(self._announced, slot)
+            return
+        self._announced = slot
+        snapshot = self.snapshot()
+        for hook in self.on_slot:
+            try:
+                hook(slot, snapshot)
+            except Exception as exc:  # a hook (telemetry) must never stop the node
+                log.warning("%s: slot hook failed: %s", self.name, exc)
 
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
@@ -490,10 +563,10 @@ class EdgeServer:
             return
         task = _Task(identity, header, frames, payload, model, arrival)
         queue = header.model if self.config.role == "rsu" else FIFO
-        edge_flops = float(model.manifest.cuts[header.cut].flops_after)
+        edge_flops = float(self._edge_flops[header.model][header.cut])
         job = Job(task, queue, edge_flops, float(model.tail_s[header.cut]), arrival)
         with self._cv:
-            self.slot = max(self.slot, int((arrival - self._t0) / self.config.slot_s))
+            self.slot = max(self.slot, int((arrival - self._t0) // self.config.slot_s))
             job.slot = self.slot
             backlog = list(self._sched.jobs(queue))
             task.backlog = {
@@ -506,9 +579,11 @@ class EdgeServer:
                 self.counters["accepted"] += 1
                 self._alloc_dirty = self.config.role == "rsu"
                 starving = self._sched.shares[queue] == 0.0
-                self._cv.notify()
+                self._wake_workers()
         due = accepted and self.config.role == "rsu" and (starving or arrival >= self._last_solve + self._resolve_s)
-        if due and self._contended():
+        if accepted and self.containers and self.config.role == "rsu":
+            self._reallocate(arrival)  # a container's rate is its f_k: solve at every arrival
+        elif due and self._contended():
             self._reallocate(arrival)
         if not accepted:
             self._count("busy")
@@ -595,9 +670,51 @@ class EdgeServer:
             self._sched.set_shares(shares, time.perf_counter())
             self.counters["allocations"] += 1
             self.allocation = allocation
+            if self.containers:
+                self._cv.notify_all()  # running containers change speed
 
     # ---- workers ---------------------------------------------------------------------------
-    def _worker(self) -> None:
+    @property
+    def containers(self) -> bool:
+        return self.config.discipline == "containers"
+
+    def _wake_workers(self) -> None:
+        """Caller holds ``_cv``. A container's worker serves one queue only: wake them all."""
+        if self.containers:
+            self._cv.notify_all()
+        else:
+            self._cv.notify()
+
+    def _container_rate(self, queue: str) -> float:
+        """FLOP/s of ``queue``'s container now: the RSU's f_k, an SV's whole capacity."""
+        if self.config.role != "rsu":
+            return self.capacity_flops_per_s
+        alloc = self.allocation
+        if alloc is None:
+            return self.capacity_flops_per_s / len(self._sched.names)
+        return float(alloc["f_flops_per_s"].get(queue, 0.0))
+
+    def _hold(self, job: Job, start: float) -> None:
+        """containers: return when the container, at its (changing) rate since ``start``, has done
+        ``job.flops`` of work; the compute that already ran counts towards it."""
+        remaining = job.flops
+        last = start
+        with self._cv:
+            rate = self._container_rate(job.queue)
+            first = True
+            while not self._workers_exit:
+                now = time.perf_counter()
+                remaining -= (now - last) * rate
+                last = now
+                if remaining <= 0:
+                    if first:
+                        self.counters["container_overruns"] += 1
+                    return
+                first = False
+                rate = self._container_rate(job.queue)
+                self._cv.wait(remaining / rate if rate > 0 else 0.05)
+
+    def _worker(self, queue: str | None = None) -> None:
         push = self._ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 1000)
         push.connect(self._inproc)
@@ -606,7 +723,7 @@ class EdgeServer:
                 with self._cv:
                     job = None
                     while not self._workers_exit:
-                        job = self._sched.pop(time.perf_counter())
+                        job = self._sched.pop(time.perf_counter(), queue)
                         if job is not None:
                             break
                         self._cv.wait()
@@ -624,6 +741,8 @@ class EdgeServer:
         try:
             x = decode_payload(header, task.payload)
             y = task.model.runner.run(x, header.cut, manifest.n_segments)
+            if self.containers:
+                self._hold(job, start)
             error = None
         except Exception as exc:  # a task must never kill the worker: answer it with the reason
             log.exception("%s: task %s failed", self.name, header.id)
@@ -660,7 +779,7 @@ class EdgeServer:
         push.send_multipart([task.identity, *frames], copy=False)
         with self._cv:
             self._sched.finish(job, end - start, time.perf_counter())
-            self._cv.notify()
+            self._wake_workers()
 
     # ---- replies ---------------------------------------------------------------------------
     def _forward_replies(self, pull: zmq.Socket, router: zmq.Socket) -> None:
@@ -773,13 +892,31 @@ def node_backlog_flops(state: dict[str, Any], model: str) -> float:
 
 
 def serve(
-    config: ServerConfig, dirs: Sequence[str | Path], *, on_ready=None, security: ServerSecurity | None = None
+    config: ServerConfig,
+    dirs: Sequence[str | Path],
+    *,
+    on_ready=None,
+    security: ServerSecurity | None = None,
+    work: WorkTable | None = None,
+    on_slot: Sequence[Callable[[int, dict[str, Any]], None]] = (),
+    before_run: Callable[[EdgeServer], ServerConfig | None] | None = None,
 ) -> int:
-    """Load the models (under the node's speed emulation), bind, serve until stopped."""
+    """Load the models (under the node's speed emulation), bind, serve until stopped.
+
+    ``before_run(server)`` runs after the socket is bound and ``on_ready`` was called; it may
+    return a new config (e.g. with the epoch a slot beacon brought, edge_runtime.slotclock)."""
     cpus = min(config.threads * config.workers, os.cpu_count() or 1)
     emulation = SpeedEmulation(config.speed_factor, config.speed_mode, cpus=cpus)
     runner_factor = emulation.apply()
     try:
+        pace = None
+        if emulation.applied_mode == "pace":
+            pace = {}
+            for d in dirs:
+                manifest = Manifest.load(d)
+                where = Path(config.speed_profile_dir) / manifest.model if config.speed_profile_dir else Path(d)
+                reference = Profile.load(where / "profile.json", manifest).segment_median_s
+                pace[manifest.model] = pace_times(reference, config.speed_factor)
         models = load_models(
             dirs,
             threads=config.threads,
@@ -787,11 +924,14 @@ def serve(
             speed_factor=runner_factor,
             emulation=emulation.describe(),
             calibration_runs=config.calibration_runs,
+            pace=pace,
         )
-        server = EdgeServer(config, models, speed=emulation.describe(), security=security)
+        server = EdgeServer(config, models, speed=emulation.describe(), security=security, work=work, on_slot=on_slot)
         endpoint = server.bind()
         if on_ready is not None:
             on_ready(server, endpoint)
+        if before_run is not None:
+            server.config = before_run(server) or server.config
         return server.run()
     finally:
         emulation.close()

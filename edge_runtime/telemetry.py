@@ -80,6 +80,11 @@ def parse_topic(name: str) -> tuple[str, str, str | None]:
     raise SplitrtError(f"{name!r} is not a splitrt topic")
 
 
+def topic_filter(experiment: str, kind: str) -> str:
+    """The MQTT subscription that matches every message of ``kind`` (``+`` for the id)."""
+    return topic(experiment, kind, "+")
+
+
 RETAINED = {"node_state", "vehicle_state", "slot"}
 QOS = {"node_state": 0, "vehicle_state": 0, "slot": 0, "task": 1, "controller": 1, "event": 1}
 
@@ -280,8 +285,12 @@ class Subscriber:
             log.warning("MQTT broker %s not reachable yet; the subscriber keeps trying", self.address.url())
 
     def _on_connect(self, client, userdata, flags, rc, props) -> None:
-        if not rc.is_failure:
+        if rc.is_failure:
+            return
+        if set(self.kinds) >= set(KINDS):
             client.subscribe(f"splitrt/{self.experiment}/#", qos=1)
+        else:  # only what is asked for: a vehicle need not receive every other vehicle's records
+            client.subscribe([(topic_filter(self.experiment, k), 1) for k in self.kinds])
 
     def _on_message(self, client, userdata, message) -> None:
         try:

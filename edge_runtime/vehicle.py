@@ -7,8 +7,11 @@ Per task (SYSTEM_MODEL.md "DNN partitioning", eqs 7-8, 17):
    the eq (53) observation built from the local backlog Q_loc (FLOPs of the head/tail work in the
    local queue, running job included) and each node's backlog from its latest reply (state replies
    are requested at every slot start; results carry the backlog at arrival; the newest wins).
-   Positions are 0 until mobility is wired in. ``node_ok`` is whether the node's socket has a
-   live connection.
+   Telemetry (edge_runtime.live) may feed node states too (`observe_node_state`); every record
+   keeps the age of the backlogs it saw. Positions, link rates and the SVs in V2V range come
+   from a `LinkTrace` when one is given (an emulated experiment), else positions are 0, rates
+   unknown and every node usable. ``node_ok`` is whether the node's socket has a live connection
+   (and, with a trace, the node is in range).
 2. Cut n: the whole model runs in the local FIFO (outcome ``local``). Cut 0: the raw input is
    encoded and sent at once (the paper's d_loc = 0 for phi = 1). Otherwise the head [0, cut)
    runs in the local FIFO, is encoded there, and is sent.
@@ -29,6 +32,13 @@ were in flight as failed (``vehicle restarted``).
 Link security (edge_runtime.security): with a CURVE `ClientSecurity` every DEALER encrypts and
 pins its node's public key; a node that refuses this vehicle's key makes the offload fall back
 with reason ``refused: ...`` instead of ``unreachable``. Records carry ``link_security``.
+
+Experiments (`splitrt hil`): ``start_at`` puts slot 0 at a shared epoch (edge_runtime.slotclock);
+state requests go out ``state_lead_s`` before every slot boundary, so a slot's decisions see the
+backlogs of its start; at every boundary (0..T) the ``on_slot`` hooks get the vehicle's state
+(local backlog, position, how late the loop noticed the boundary); a boundary noticed more than
+``late_tolerance_s`` late (default tau / 20) is a missed slot, counted in ``missed_slots`` and
+flagged in the hook's dict; with an epoch the vehicle stays up until the end of slot T - 1.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +67,7 @@ from edge_runtime.security import ClientSecurity, SocketEvents, warn_plain
 from edge_runtime.segments import SegmentRunner, open_session
 from edge_runtime.server import node_backlog_flops
 from edge_runtime.speed import SpeedEmulation
+from edge_runtime.trace import LinkTrace
 from edge_runtime.wire import (
     ENCODINGS,
     Encoded,
@@ -68,6 +79,7 @@ from edge_runtime.wire import (
     tensor_header,
     unpack,
 )
+from edge_runtime.work import ModelWork
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +139,9 @@ class VehicleConfig:
     verify: bool = False
     seed: int = 0
     connect_s: float = 5.0
+    warmup_runs: int = 0
+    state_lead_s: float = 0.02
+    late_tolerance_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.edges:
@@ -139,6 +154,11 @@ class VehicleConfig:
             raise SplitrtError(f"--connect-s must be >= 0 s, got {self.connect_s}")
         if self.encoding not in ENCODINGS:
             raise SplitrtError(f"--encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
+        if self.warmup_runs < 0 or self.state_lead_s < 0 or (self.late_tolerance_s or 0) < 0:
+            raise SplitrtError(
+                f"warm-up runs, state lead and late tolerance must be >= 0, got {self.warmup_runs}, "
+                f"{self.state_lead_s} s, {self.late_tolerance_s} s"
+            )
         if not self.vehicle_id or len(self.vehicle_id) > 64:
             raise SplitrtError(f"--id must be 1..64 characters, got {self.vehicle_id!r}")
         parse_arrivals(self.arrivals)
@@ -156,6 +176,7 @@ class _Task:
     node: int | None = None
     observation: list[float] = field(default_factory=list)
     q_loc_flops: float = 0.0
+    backlog_age_s: list[float | None] = field(default_factory=list)
     encoding: str = "fp32"
     head: np.ndarray | None = None  # the tensor at the cut (kept for a fallback)
     encoded: Encoded | None = None
@@ -216,6 +237,11 @@ class Vehicle:
         runner_speed_factor: float = 1.0,
         security: ClientSecurity | None = None,
         journal: TaskJournal | None = None,
+        runner_pace_s: np.ndarray | None = None,
+        start_at: float | Callable[[], float] | None = None,
+        trace: LinkTrace | None = None,
+        work: ModelWork | None = None,
+        on_slot: Sequence[Callable[[dict[str, Any]], None]] = (),
     ) -> None:
         self.config = config
         self.security = security or ClientSecurity()
@@ -226,15 +252,26 @@ class Vehicle:
         self.n = m.n_segments
         self.n_nodes = len(config.edges)
         self.runner = SegmentRunner(
-            m, providers=config.providers, threads=config.threads, speed_factor=runner_speed_factor
+            m,
+            providers=config.providers,
+            threads=config.threads,
+            speed_factor=runner_speed_factor,
+            pace_s=runner_pace_s,
         )
         self.decider = decider or make_decider(config.decider, m.n_cuts, self.n_nodes)
         self.sinks = list(sinks)
         self.records: list[dict[str, Any]] = []
-        self.counters = {"generated": 0, "late_replies": 0, "bad_replies": 0, "state_replies": 0}
+        self.counters = {"generated": 0, "late_replies": 0, "bad_replies": 0, "state_replies": 0, "missed_slots": 0}
         self._cut_bytes = m.cut_bytes()
-        self._flops_before = m.flops_before().astype(np.float64)
-        self._flops_after = m.flops_after().astype(np.float64)
+        # Queue accounting in the simulator's unit when a work table is given (edge_runtime.work):
+        # the local FIFO's head work, and a fallback tail at the vehicle's own (SV-like) speed.
+        self._flops_before = work.local_flops if work is not None else m.flops_before().astype(np.float64)
+        self._flops_after = work.sv_flops if work is not None else m.flops_after().astype(np.float64)
+        self.start_at = start_at
+        self.trace = trace
+        if trace is not None and trace.n_nodes != len(config.edges):
+            raise SplitrtError(f"the trace has {trace.n_nodes} nodes, the vehicle {len(config.edges)} --edge(s)")
+        self.on_slot = list(on_slot)
         rng = np.random.default_rng(config.seed)
         self._inputs = [rng.standard_normal(m.input.shape).astype(m.input.dtype) for _ in range(INPUT_POOL)]
         self._references = self._reference_outputs() if config.verify else None
@@ -245,6 +282,7 @@ class Vehicle:
         self._ctx = zmq.Context.instance()
         self._inproc = _INPROC.format(id(self))
         self._node_backlog = np.zeros(self.n_nodes)
+        self._node_backlog_at = np.full(self.n_nodes, -np.inf)  # perf_counter of the newest update
         self._node_names: list[str | None] = [None] * self.n_nodes
         self._inflight: list[dict[str, _Task]] = [{} for _ in range(self.n_nodes)]
         self._dealers: list[zmq.Socket] = []
@@ -295,6 +333,11 @@ class Vehicle:
         missing = [self.config.edges[j] for j in range(self.n_nodes) if not self._connected(j)]
         log.warning("%s: no connection yet to %s (tasks sent there fall back)", self.config.vehicle_id, missing)
 
+    def observe_node_state(self, j: int, state: dict[str, Any]) -> None:
+        """A node's snapshot from elsewhere (telemetry): newest wins, like the state replies."""
+        self._node_backlog[j] = node_backlog_flops(state, self.manifest.model)
+        self._node_backlog_at[j] = time.perf_counter()
+
     def _request_states(self) -> None:
         frames = pack(Header(kind="state_request", vehicle=self.config.vehicle_id))
         for sock in self._dealers:
@@ -320,10 +363,14 @@ class Vehicle:
         for sock in self._dealers:
             poller.register(sock, zmq.POLLIN)
         try:
+            for _ in range(cfg.warmup_runs):  # ONNX Runtime's first runs allocate; keep them out of the tasks
+                self.runner.run(self._inputs[0])
             self._wait_connected()
-            self._request_states()
-            t0 = time.perf_counter()
-            next_slot = 1
+            t0 = self._epoch()
+            end = t0 + cfg.slots * cfg.slot_s if self.start_at is not None else -np.inf
+            tau, lead = cfg.slot_s, cfg.state_lead_s
+            tolerance = cfg.late_tolerance_s if cfg.late_tolerance_s is not None else tau / 20
+            next_request = next_tick = 0
             stopping = False
             while True:
                 now = time.perf_counter()
@@ -331,22 +378,27 @@ class Vehicle:
                     stopping = True
                     schedule.clear()
                     self._fallback_all("shutdown", now)
+                if not stopping and next_request < cfg.slots and now >= t0 + next_request * tau - lead:
+                    next_request = int((now + lead - t0) / tau) + 1
+                    self._request_states()
+                while not stopping and next_tick <= cfg.slots and now >= t0 + next_tick * tau:
+                    self._slot_tick(next_tick, now - (t0 + next_tick * tau), tolerance)
+                    next_tick += 1
                 while schedule and t0 + schedule[0][0] <= now:
                     offset, slot = schedule.popleft()
                     self._arrive(slot, t0 + offset)
-                if not stopping and next_slot < cfg.slots and now >= t0 + next_slot * cfg.slot_s:
-                    next_slot = int((now - t0) / cfg.slot_s) + 1
-                    self._request_states()
                 self._expire(now)
                 with self._lock:
                     idle = not self._open
-                if idle and not schedule:
+                if idle and not schedule and (stopping or now >= end):
                     break
                 wake = [now + 0.05]
                 if schedule:
                     wake.append(t0 + schedule[0][0])
-                if next_slot < cfg.slots:
-                    wake.append(t0 + next_slot * cfg.slot_s)
+                if next_request < cfg.slots:
+                    wake.append(t0 + next_request * tau - lead)
+                if next_tick <= cfg.slots and not stopping:
+                    wake.append(t0 + next_tick * tau)
                 deadlines = [t.deadline for inflight in self._inflight for t in inflight.values()]
                 if deadlines:
                     wake.append(min(deadlines))
@@ -366,6 +418,46 @@ class Vehicle:
                 sock.close(0)
             restore()
         return self.records
+
+    def _epoch(self) -> float:
+        """Slot 0's start on the perf_counter clock: now, or the shared epoch (edge_runtime.slotclock)."""
+        if self.start_at is None:
+            return time.perf_counter()
+        epoch_unix = self.start_at() if callable(self.start_at) else float(self.start_at)
+        t0 = time.perf_counter() + (epoch_unix - time.time())
+        if t0 < time.perf_counter():
+            log.warning("%s: the epoch is %.3f s in the past", self.config.vehicle_id, time.perf_counter() - t0)
+        return t0
+
+    def _slot_tick(self, slot: int, late_s: float, tolerance_s: float) -> None:
+        """A slot boundary: count a miss, tell the hooks (telemetry) the vehicle's state."""
+        missed = late_s > tolerance_s
+        if missed:
+            self.counters["missed_slots"] += 1
+            log.warning("%s: slot %d boundary noticed %.1f ms late", self.config.vehicle_id, slot, late_s * 1e3)
+        if not self.on_slot:
+            return
+        with self._local.cv:
+            q_loc, q_tasks = self._local.flops, len(self._local.jobs)
+        with self._lock:
+            completed, open_tasks = len(self.records), len(self._open)
+        info = {
+            "slot": slot,
+            "late_s": late_s,
+            "missed": missed,
+            "q_loc_flops": q_loc,
+            "q_loc_jobs": q_tasks,
+            "pos_m": None if self.trace is None else self.trace.at(slot).pos_m,
+            "generated": self.counters["generated"],
+            "completed": completed,
+            "open": open_tasks,
+            "missed_slots": self.counters["missed_slots"],
+        }
+        for hook in self.on_slot:
+            try:
+                hook(info)
+            except Exception as exc:  # a hook (telemetry) must never stop the vehicle
+                log.warning("%s: slot hook failed: %s", self.config.vehicle_id, exc)
 
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
@@ -390,17 +482,22 @@ class Vehicle:
         """What the decider sees now (eq 53 observation, cut sizes, FLOPs, reachable nodes)."""
         with self._local.cv:
             q_loc = self._local.flops
-        obs = obs_layout.build_observation(
-            q_loc, self._node_backlog[0], self._node_backlog[1:], 0.0, np.zeros(self.n_nodes - 1)
-        )
+        node_ok = np.array([self._connected(j) for j in range(self.n_nodes)], dtype=bool)
+        pos, sv_pos, rate = 0.0, np.zeros(self.n_nodes - 1), None
+        if self.trace is not None:
+            link = self.trace.at(slot)
+            pos, sv_pos, rate = link.pos_m, link.sv_pos_m, link.rate_bps
+            node_ok &= link.node_ok
+        obs = obs_layout.build_observation(q_loc, self._node_backlog[0], self._node_backlog[1:], pos, sv_pos)
         return DecisionContext(
             observation=obs,
             cut_bytes=self._cut_bytes,
             flops_before=self._flops_before,
             flops_after=self._flops_after,
-            node_ok=np.array([self._connected(j) for j in range(self.n_nodes)], dtype=bool),
+            node_ok=node_ok,
             model=self.manifest.model,
             slot=slot,
+            rate_bps=rate,
         )
 
     def _arrive(self, slot: int, arrival: float) -> None:
@@ -441,6 +538,8 @@ class Vehicle:
         task.node = None if cut == self.n else node
         task.observation = [float(v) for v in ctx.observation]
         task.q_loc_flops = float(ctx.observation[obs_layout.Q_LOC])
+        age = task.t_decided - self._node_backlog_at
+        task.backlog_age_s = [float(a) if np.isfinite(a) else None for a in age]
         spec = self.manifest.cut_spec(task.cut)
         task.encoding = cfg.encoding if np.dtype(spec.dtype).kind == "f" else "fp32"
         if self.journal is not None:
@@ -582,6 +681,7 @@ class Vehicle:
             if header.kind == "state":
                 self.counters["state_replies"] += 1
                 self._node_backlog[j] = node_backlog_flops(header.state, self.manifest.model)
+                self._node_backlog_at[j] = received
                 continue
             task = self._inflight[j].pop(header.id, None)
             if task is None:
@@ -625,6 +725,7 @@ class Vehicle:
         task.output = output
         if "backlog_flops" in server and task.node is not None:
             self._node_backlog[task.node] = float(server["backlog_flops"])
+            self._node_backlog_at[task.node] = received
         self._finish(task, "remote", "", done)
 
     def _fail_remote(self, task: _Task, reason: str, now: float) -> None:
@@ -694,6 +795,7 @@ class Vehicle:
             "remote_backlog_s": server.get("backlog_s"),
             "q_loc_flops": task.q_loc_flops,
             "observation": task.observation,
+            "backlog_age_s": task.backlog_age_s,
             "verified": verified,
             "max_abs_err": max_err,
             "link_security": self.security.mode,
@@ -701,19 +803,17 @@ class Vehicle:
 
 
 def run_vehicle(
-    config: VehicleConfig,
-    segments: str | Path,
-    *,
-    sinks: Sequence[RecordSink] = (),
-    security: ClientSecurity | None = None,
-    journal: TaskJournal | None = None,
+    config: VehicleConfig, segments: str | Path, *, sinks: Sequence[RecordSink] = (), **hooks: Any
 ) -> list[dict]:
-    """Set up the speed emulation, run the vehicle, return its records. The records a journal
-    recovered from a previous run (tasks in flight when it died) go to the sinks first."""
+    """Set up the speed emulation, run the vehicle, return its records. ``hooks`` are `Vehicle`'s
+    optional keyword arguments (decider, security, journal, start_at, trace, work, on_slot). The
+    records a journal recovered from a previous run (tasks in flight when it died) go to the sinks
+    first."""
     emulation = SpeedEmulation(config.speed_factor, config.speed_mode, cpus=config.threads)
     factor = emulation.apply()
     try:
-        vehicle = Vehicle(config, segments, sinks=sinks, runner_speed_factor=factor, security=security, journal=journal)
+        vehicle = Vehicle(config, segments, sinks=sinks, runner_speed_factor=factor, **hooks)
+        journal = hooks.get("journal")
         for record in journal.recovered if journal is not None else ():
             for sink in sinks:
                 sink(record)

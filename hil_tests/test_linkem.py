@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.linkem import Topology, availability, list_namespaces
+from tools.linkem import Topology, availability, list_namespaces, payload_rate_to_wire
 
 OK, WHY = availability()
 pytestmark = pytest.mark.skipif(not OK, reason=f"link emulation unavailable: {WHY}")
@@ -46,6 +47,13 @@ def test_shaping_limits_throughput_and_follows_rate_changes():
         assert any("tbf" in q and "to-cv0" in q for q in topo.qdiscs())
         name = topo.tag
     assert not [ns for ns in list_namespaces() if ns.startswith(name)]
+
+
+def qdisc_rate_bps(ns: str, dev: str) -> float:
+    """The tbf rate on ``dev`` in namespace ``ns`` (tc's JSON gives bytes per second)."""
+    out = subprocess.run(["tc", "-j", "-n", ns, "qdisc", "show", "dev", dev], capture_output=True, text=True).stdout
+    (tbf,) = [q for q in json.loads(out) if q["kind"] == "tbf"]
+    return 8.0 * tbf["options"]["rate"]
 
 
 def probe(topo: Topology, ip: str) -> str:
@@ -134,3 +142,27 @@ def test_random_loss_drops_about_the_fraction_asked_and_is_removed(method):
         assert 0.06 <= lost <= 0.14, lost  # binomial: 10% +- 4.5 standard deviations
         topo.set_loss(link, 0.0)
         assert udp_delivered(topo, link, n) == n
+
+
+@pytest.mark.timeout(120)
+def test_batched_per_slot_updates_shape_every_link_and_host_links_reach_the_root():
+    """`set_rates` (one tc batch per namespace, what hil runs every slot) puts each link's rate on
+    both of its ends, the next slot's update replaces it, and the payload rate survives the
+    headers; an unshaped host link joins a namespace to the root namespace."""
+    with Topology() as topo:
+        for name in ("rsu", "cv0", "cv1"):
+            topo.add_namespace(name)
+        links = [topo.add_link("cv0", "rsu"), topo.add_link("cv1", "rsu")]
+        host = topo.add_host_link("cv0")
+        for slot_rates in ({"cv0-rsu": 30e6, "cv1-rsu": 60e6}, {"cv0-rsu": 60e6, "cv1-rsu": 15e6}):
+            topo.set_rates({k: payload_rate_to_wire(v) for k, v in slot_rates.items()})
+            for link in links:  # both ends of every link carry this slot's wire rate
+                for ns, dev in ((link.ns_a, link.dev_a), (link.ns_b, link.dev_b)):
+                    assert qdisc_rate_bps(ns, dev) == pytest.approx(
+                        payload_rate_to_wire(slot_rates[link.name]), rel=1e-3
+                    )
+            got = measure(topo, links[0])  # TCP payload goodput of the cv0 link
+            assert 0.9 * slot_rates["cv0-rsu"] <= got <= 1.05 * slot_rates["cv0-rsu"]
+        assert probe(topo, host.ip_a) == "ConnectionRefusedError"  # the root side answers: reachable
+        tag = topo.tag
+    assert not [ns for ns in list_namespaces() if ns.startswith(tag)]

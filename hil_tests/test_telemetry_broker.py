@@ -85,3 +85,79 @@ def test_broker_outage_is_counted_and_recovered(kind):
     finally:
         pub.close()
         broker.stop()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", BROKERS)
+def test_recorder_writes_every_kind_and_rejects_garbage(kind, tmp_path):
+    from edge_runtime.recorder import Recorder, read_recorded
+
+    with start_broker(kind) as broker:
+        seen = []
+        rec = Recorder(broker.url, "exp", tmp_path, callbacks=[lambda k, i, m: seen.append(k)])
+        pub = Publisher(broker.url, "exp", "pub")
+        try:
+            assert rec.subscriber.wait_subscribed(10)
+            pub.publish("node_state", {"slot": 0, "queues": {}}, "rsu")
+            pub.publish("task", {"task_id": "cv0-0", "total_s": 0.1}, "cv0")
+            pub.publish("controller", {"slot": 0, "lyapunov": 1.5})
+            pub.client.publish("splitrt/exp/controller", b"not json", qos=1)  # invalid: counted, not written
+            pub.publish("event", {"event": "stop"})
+            assert rec.stop_event.wait(10)  # the stop event ends a recording
+            assert wait_for(lambda: rec.rejected == 1)
+        finally:
+            pub.close()
+            counts = rec.close()
+    assert counts["node_state"] == counts["task"] == counts["controller"] == counts["event"] == 1
+    assert counts["rejected"] == 1 and sorted(seen) == ["controller", "event", "node_state", "task"]
+    assert read_recorded(tmp_path / "task.jsonl") == [
+        {**read_recorded(tmp_path / "task.jsonl")[0], "task_id": "cv0-0", "total_s": 0.1}
+    ]
+    assert read_recorded(tmp_path / "controller.jsonl")[0]["lyapunov"] == 1.5
+    assert read_recorded(tmp_path / "slot.jsonl") == []
+
+
+@pytest.mark.timeout(120)
+def test_splitrt_record_writes_until_the_stop_event(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from edge_runtime.recorder import read_recorded
+
+    root = Path(__file__).resolve().parents[1]
+    with start_broker("amqtt") as broker:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tools.cli",
+                "record",
+                "--broker",
+                broker.url,
+                "--experiment",
+                "exp",
+                "--out",
+                str(tmp_path),
+                "--duration-s",
+                "60",
+            ],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout.readline().startswith("recording exp")  # printed once subscribed
+            pub = Publisher(broker.url, "exp", "pub")
+            for t in range(3):
+                pub.publish("vehicle_state", {"slot": t, "q_loc_flops": 1e9 * t}, "cv0")
+            pub.publish("event", {"event": "stop"})
+            out, err = proc.communicate(timeout=30)
+            pub.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err
+    assert "vehicle_state 3" in out and "event 1" in out
+    assert [m["slot"] for m in read_recorded(tmp_path / "vehicle_state.jsonl")] == [0, 1, 2]

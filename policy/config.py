@@ -223,7 +223,30 @@ def calibrated(**overrides: Any) -> Scenario:
     return calibrated_scenario(SHIPPED_PROFILES, SHIPPED_PROFILES, paper_ratios=True, **overrides)
 
 
-PRESETS = {"paper": paper, "calibrated": calibrated}
+#: The live demo's DNN types: light enough for 3 CVs, 2 SVs and an RSU as processes on 2 cores
+#: (VGG16 is ~10x ResNet18's compute and would saturate them).
+DEMO_MODELS = ("alexnet", "resnet18", "mobilenet_v2")
+#: The overload preset's slot as a fraction of the demo's: the same tasks arrive 2.5x as often.
+OVERLOAD_SLOT_FRACTION = 0.4
+
+
+def demo(**overrides: Any) -> Scenario:
+    """The live demo (`make demo`, `splitrt hil --preset demo`): 3 CVs and 2 SVs with AlexNet /
+    ResNet18 / MobileNetV2, profiles measured on this workstation, device speeds in the paper's
+    ratios and the slot shortened like ``calibrated``'s; 40 slots."""
+    values = {"n_cvs": 3, "n_svs": 2, "models": DEMO_MODELS, "slots": 40, **overrides}
+    return calibrated_scenario(SHIPPED_PROFILES, SHIPPED_PROFILES, paper_ratios=True, name="demo", **values)
+
+
+def overload(**overrides: Any) -> Scenario:
+    """``demo`` with tasks arriving 2.5x as often (slot x `OVERLOAD_SLOT_FRACTION`): a CV cannot
+    run its own DNN within a slot, so local queues must grow while offloading keeps them bounded
+    (the live check of the Lyapunov controller)."""
+    base = demo()
+    return base.replace(**{"name": "overload", "slot_s": base.slot_s * OVERLOAD_SLOT_FRACTION, **overrides})
+
+
+PRESETS = {"paper": paper, "calibrated": calibrated, "demo": demo, "overload": overload}
 
 
 def preset(name: str, **overrides: Any) -> Scenario:

@@ -65,6 +65,18 @@ class SlotView:
         return (self.tables.n_cuts - 1) * self.tables.n_nodes
 
 
+@dataclass(frozen=True, eq=False)
+class EpisodeDraw:
+    """One environment's episode as drawn at reset (T = scenario.slots; V = N CVs then S SVs)."""
+
+    positions_m: np.ndarray  # (T + 1, V, 2) at every slot start
+    fading: np.ndarray  # (T + 1, N, J) Rayleigh |u|^2 per link and slot (eq 2)
+    tasks: np.ndarray  # (T + 1, N) tasks generated per CV and slot
+    node_ok: np.ndarray  # (T + 1, N, J) node reachable (RSU always; an SV within the V2V radius, eq 25)
+    cv_flops_per_s: np.ndarray  # (N,) f_loc of every CV
+    sv_flops_per_s: np.ndarray  # (S,) f_veh of every SV
+
+
 class VecEnv:
     """E parallel environments of one scenario, stepped in lockstep.
 
@@ -284,6 +296,20 @@ class VecEnv:
     @property
     def done(self) -> bool:
         return self._done
+
+    def episode(self, env: int = 0) -> EpisodeDraw:
+        """Everything drawn at reset for environment ``env`` (copies): what a live experiment of
+        the same scenario and seed replays (tools/hil)."""
+        if self._rngs is None:
+            raise RuntimeError("no episode drawn yet: call reset()")
+        return EpisodeDraw(
+            positions_m=self._positions[env].copy(),
+            fading=self._fading[env].copy(),
+            tasks=self._tasks[env].copy(),
+            node_ok=self._node_ok[env].copy(),
+            cv_flops_per_s=self._f_cv[env].copy(),
+            sv_flops_per_s=self._f_sv[env].copy(),
+        )
 
     def positions_m(self) -> np.ndarray:
         """(E, V, 2) positions at the current slot (CVs then SVs), for logging and plots."""

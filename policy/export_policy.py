@@ -29,8 +29,8 @@ class _ActorGraph(nn.Module):
         self.actor = actor
 
     def forward(self, obs, type_onehot, mask, noise):
-        q = self.actor(obs, type_onehot, mask, noise)
-        return q, torch.argmax(q, dim=-1)
+        q, score = self.actor(obs, type_onehot, mask, noise)
+        return q, torch.argmax(score, dim=-1)
 
 
 def export_actor(actor: nn.Module, out_dir: str | Path, meta: dict[str, Any]) -> Path:

@@ -4,8 +4,8 @@ through the exported ONNX graph and `edge_runtime.policy.OnDevicePolicy`, withou
 A policy is found under ``policy`` (a policy directory, or a folder searched recursively for
 ``policy.json``, default: the shipped ``policy/trained/``) by matching the scenario:
 ``match="exact"`` needs the same #CVs, #SVs, V and DNN types it was trained on; ``match="shape"``
-only the same node count J and DNN types (the actor is shared by all agents and sees only its own
-observation, so it runs with any number of CVs). No match is `MethodNotApplicable`, reported by
+the same #SVs (node count J), V and DNN types, with any number of CVs (the actor is shared by all
+agents and sees only its own observation, so it runs with any number of CVs). No match is `MethodNotApplicable`, reported by
 `splitrt evaluate` with the command that trains one.
 """
 
@@ -46,11 +46,9 @@ def find_policy(root: str | Path, method: str, scenario, match: str = "exact") -
             continue
         if {t["model"] for t in meta.get("types", [])} != set(scenario.types):
             continue
-        if match == "exact" and (sc.get("n_cvs"), sc.get("n_svs"), float(sc.get("v", -1))) != (
-            scenario.n_cvs,
-            scenario.n_svs,
-            float(scenario.v),
-        ):
+        if (sc.get("n_svs"), float(sc.get("v", -1))) != (scenario.n_svs, float(scenario.v)):
+            continue
+        if match == "exact" and sc.get("n_cvs") != scenario.n_cvs:
             continue
         if sc.get("name") not in (None, scenario.name):
             continue

@@ -98,8 +98,10 @@ class DiffusionActor(nn.Module):
 
     The bound is tanh, not the hard clip of the D2SAC code: with a clip, saturated entries of x0
     are exactly 1.0, tie, get no gradient, and argmax returns the first of them (cut 0 at the
-    RSU): every run we trained that way collapsed to full offload. tanh keeps entries distinct
-    and differentiable (exactly equal to 1.0 in float32 only beyond |x| ~ 9).
+    RSU): every run we trained that way collapsed to full offload. tanh still rounds to exactly
+    1.0 in float32 beyond |x| ~ 9, so actions are chosen by the unbounded prediction (`forward`
+    returns it as the score) and the trainer adds a small penalty that keeps it where tanh
+    responds (policy/train.py).
     """
 
     def __init__(
@@ -112,8 +114,10 @@ class DiffusionActor(nn.Module):
         b_min: float = 0.1,
         b_max: float = 10.0,
         t_dim: int = 16,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
+        self.temperature = temperature
         self.obs_dim, self.n_types, self.n_actions, self.steps = obs_dim, n_types, n_actions, steps
         self.normaliser = Normaliser(obs_dim)
         self.embed = SinusoidalEmbedding(t_dim)
@@ -137,34 +141,40 @@ class DiffusionActor(nn.Module):
     def condition(self, obs: torch.Tensor, type_onehot: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.normaliser(obs), type_onehot], dim=-1)
 
-    def reverse_step(self, x: torch.Tensor, m: int, cond: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        """x_m -> x_{m-1} (m = M..1, index i = m - 1 into the schedule buffers)."""
+    def reverse_step(
+        self, x: torch.Tensor, m: int, cond: torch.Tensor, z: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_m -> (x_{m-1}, the unbounded x0 prediction), m = M..1 (index m - 1 into the buffers)."""
         i = m - 1
         step = torch.full((x.shape[0],), float(m), device=x.device)
         eps = self.eps(torch.cat([x, self.embed(step), cond], dim=-1))
-        x0 = torch.tanh(self.sqrt_recip_abar[i] * x - self.sqrt_recipm1_abar[i] * eps)
-        mean = self.post_coef1[i] * x0 + self.post_coef2[i] * x
+        pre = self.sqrt_recip_abar[i] * x - self.sqrt_recipm1_abar[i] * eps
+        mean = self.post_coef1[i] * torch.tanh(pre) + self.post_coef2[i] * x
         if m > 1 and z is not None:
-            return mean + self.post_std[i] * z
-        return mean
+            return mean + self.post_std[i] * z, pre
+        return mean, pre
 
     def forward(
         self, obs: torch.Tensor, type_onehot: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor
-    ) -> torch.Tensor:
-        """Masked Q-values (B, A): softmax over the valid actions of x0, MASKED_Q elsewhere.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, score), both (B, A). q: softmax over the valid actions of x0 = tanh(x0 prediction of
+        the last step), MASKED_Q elsewhere (eq 42). score: that prediction before tanh, -inf on
+        invalid actions; argmax(score) = argmax(q) exactly (tanh and softmax are strictly monotonic),
+        without the ties float32 creates where tanh saturates.
 
         ``noise`` (B, M, A): noise[:, 0] is x_M, noise[:, k] (k >= 1) the posterior noise of step
         M - k. Passing the noise in makes the policy a deterministic function (ONNX parity).
         """
         cond = self.condition(obs, type_onehot)
         x = noise[:, 0]
+        pre = x
         for k, m in enumerate(range(self.steps, 0, -1)):
             z = noise[:, k + 1] if m > 1 else None
-            x = self.reverse_step(x, m, cond, z)
-        x0 = torch.tanh(x)
-        logits = x0.masked_fill(~mask, float("-inf"))
-        q = torch.softmax(logits, dim=-1)
-        return q.masked_fill(~mask, MASKED_Q)
+            x, pre = self.reverse_step(x, m, cond, z)
+        self.last_pre = pre  # for the trainer's range penalty
+        logits = (torch.tanh(pre) / self.temperature).masked_fill(~mask, float("-inf"))
+        q = torch.softmax(logits, dim=-1).masked_fill(~mask, MASKED_Q)
+        return q, pre.masked_fill(~mask, float("-inf"))
 
     def sample_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         device = generator.device if generator is not None else self.betas.device
@@ -182,9 +192,10 @@ class MLPAgent(nn.Module):
 
     def forward(
         self, obs: torch.Tensor, type_onehot: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        q = self.q(torch.cat([self.normaliser(obs), type_onehot], dim=-1))
-        return q.masked_fill(~mask, MASKED_Q)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, score): masked Q-values; the score to argmax is q itself."""
+        q = self.q(torch.cat([self.normaliser(obs), type_onehot], dim=-1)).masked_fill(~mask, MASKED_Q)
+        return q, q
 
     def sample_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.zeros(batch, 1, self.n_actions, device=self.normaliser.mean.device)

@@ -6,19 +6,20 @@ MLP); a QMIX mixer (eq 58) combines the chosen actions' values with the global s
 Q_tot, trained on the TD loss (eqs 59-60) against soft-updated target networks (eqs 61-62). The
 reward is the common r(t) = -P2(t) (eq 57) of the batched simulator (policy.env.VecEnv).
 
-What the paper leaves open, and our choice:
+What the paper leaves open (or what did not work here), and our choice:
 | item | choice | why |
 |---|---|---|
-| replay buffer | 50,000 transitions, uniform | ~50 iterations of 8 envs x 30 slots x ...; old enough to decorrelate, young enough to follow the policy |
-| batch | 128 transitions | small enough for 2 CPU cores, large enough for a stable mixer |
+| discount gamma | 0 (the paper: 0.99; `--gamma 0.99` reproduces it) | P2(t) is already the Lyapunov drift-plus-penalty bound: minimising it slot by slot is what the theory asks for. Measured at the paper's 5 CVs / 5 SVs, 1000 episodes: with 0.99 both MAD2RL and P-QMIX collapse to full offload (~11.4-12.0 s mean completion vs 12.1 s for offload-all); with 0.5, P-QMIX 6.3 s; with ~0, P-QMIX 1.20 s, MAD2RL 2.4 s (README, Results) |
+| replay buffer | 50,000 transitions, uniform | ~100 parallel iterations of 16 envs x 30 slots: decorrelated, recent enough to follow the policy |
+| batch, updates | 64 transitions, 2 gradient steps per parallel slot (3,750 for the default run) | what 2 CPU cores train in minutes; more updates helped MAD2RL more than larger batches |
 | exploration | epsilon-greedy over valid actions, 1.0 -> 0.05 linearly over the first 30% of episodes, on top of the diffusion's own sampling noise | the paper gives none; QMIX's standard |
-| parallel rollouts | 8 environments stepped together | vectorised simulator; 1000 episodes = 125 iterations |
-| updates | 1 gradient step per parallel slot | 3,750 updates for the default run |
-| reward scale | rewards divided by the mean |r| of a random warm-up episode (stored in the config) | -P2 is O(100); the optimum is unchanged by a constant factor |
-| normalisers | mean/std of observations and states from the warm-up episode, frozen, saved in the artifact | the policy carries its statistics |
-| time limit | the episode end is a truncation (bootstrapped), not a terminal state | queues persist past slot T |
-| target | double Q: argmax by the online actor, value by the target actor and mixer | reduces over-estimation |
-| loss | Huber (smooth L1) on TD error, gradient norm clipped at 10 | robust to the heavy-tailed P2 |
+| parallel rollouts | 16 environments stepped together | vectorised simulator; 1000 episodes = 63 iterations |
+| reward scale | rewards divided by the mean |r| of a random warm-up batch of episodes (stored in the checkpoint) | -P2 is O(1e3) under random actions; the optimum is unchanged by a constant factor |
+| normalisers | queues through log1p(Q / 1 GFLOP), then mean/std of a random warm-up, frozen, saved in the artifact (policy.networks.Normaliser) | queues that outgrow the warm-up cannot blow up the inputs |
+| time limit | the episode end is a truncation (bootstrapped when gamma > 0), not a terminal state | queues persist past slot T |
+| target | double Q: argmax by the online actor, value by the target actor and mixer (skipped at gamma = 0, where it is multiplied by 0) | reduces over-estimation |
+| loss | Huber (smooth L1) on the TD error, gradient norm clipped at 10 | robust to the heavy-tailed P2 |
+| x0 bound | tanh instead of the D2SAC code's hard clip | a clip ties saturated entries at exactly 1.0: argmax then returns action 0 (full offload) and the gradient is zero (policy.networks.DiffusionActor) |
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ from policy.train_config import TrainConfig  # torch-free, so the CLI builds its
 
 log = logging.getLogger(__name__)
 
+#: Penalty on the diffusion actor's unbounded x0 prediction beyond |x| = RANGE_LIMIT (tanh(2) = 0.96):
+#: without it, pushed entries saturate tanh, tie and stop learning (policy.networks.DiffusionActor).
+RANGE_LIMIT = 2.0
+RANGE_PENALTY = 0.01
+
 
 def make_scenario(cfg: TrainConfig):
     from policy.config import preset
@@ -57,7 +63,9 @@ def make_env(cfg: TrainConfig, n_envs: int, seed: int):
 
 def build_agent(cfg: TrainConfig, obs_dim: int, n_types: int, n_actions: int) -> torch.nn.Module:
     if cfg.method == "mad2rl":
-        return DiffusionActor(obs_dim, n_types, n_actions, steps=cfg.steps, hidden=cfg.hidden)
+        return DiffusionActor(
+            obs_dim, n_types, n_actions, steps=cfg.steps, hidden=cfg.hidden, temperature=cfg.temperature
+        )
     return MLPAgent(obs_dim, n_types, n_actions, hidden=cfg.hidden)
 
 
@@ -125,23 +133,22 @@ class Learner:
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
 
-    def q_all(self, actor, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, N, A) per-agent values for every action (fresh diffusion noise per call)."""
+    def q_all(self, actor, obs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, score), each (B, N, A): per-agent values of every action and the score whose argmax
+        is the agent's choice (fresh diffusion noise per call)."""
         b, n, d = obs.shape
         onehot = self.type_onehot.expand(b, n, -1).reshape(b * n, -1)
         noise = actor.sample_noise(b * n, self.generator)
-        q = actor(obs.reshape(b * n, d), onehot, mask.reshape(b * n, -1), noise)
-        return q.view(b, n, -1)
+        q, score = actor(obs.reshape(b * n, d), onehot, mask.reshape(b * n, -1), noise)
+        return q.view(b, n, -1), score.view(b, n, -1)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, mask: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
         """(E, N) actions: argmax of the actor's values, uniform over valid actions w.p. epsilon."""
-        q = (
-            self.q_all(self.actor, torch.as_tensor(obs, device=self.device), torch.as_tensor(mask, device=self.device))
-            .cpu()
-            .numpy()
+        _, score = self.q_all(
+            self.actor, torch.as_tensor(obs, device=self.device), torch.as_tensor(mask, device=self.device)
         )
-        greedy = q.argmax(-1)
+        greedy = score.argmax(-1).cpu().numpy()
         explore = rng.random(greedy.shape) < epsilon
         # uniform among valid actions: argmax of random keys restricted to the mask
         random_valid = np.where(mask, rng.random(mask.shape), -1.0).argmax(-1)
@@ -150,16 +157,21 @@ class Learner:
     def update(self, batch: dict[str, torch.Tensor], reward_scale: float) -> float:
         """One TD step (eqs 59-60) and the soft target update (eqs 61-62); returns the loss."""
         cfg = self.cfg
-        q = self.q_all(self.actor, batch["obs"], batch["mask"])
+        q, _ = self.q_all(self.actor, batch["obs"], batch["mask"])
+        pre = getattr(self.actor, "last_pre", None)  # this forward's x0 prediction (diffusion actor)
         q_taken = q.gather(-1, batch["action"].unsqueeze(-1)).squeeze(-1)  # (B, N)
         q_tot = self.mixer(q_taken, batch["state"])
-        with torch.no_grad():
-            next_online = self.q_all(self.actor, batch["next_obs"], batch["next_mask"])
-            best = next_online.argmax(-1, keepdim=True)
-            next_target = self.q_all(self.target_actor, batch["next_obs"], batch["next_mask"])
-            target_tot = self.target_mixer(next_target.gather(-1, best).squeeze(-1), batch["next_state"])
-            y = batch["reward"] / reward_scale + cfg.gamma * target_tot
+        y = batch["reward"] / reward_scale
+        if cfg.gamma > 0:  # with gamma = 0 the bootstrap term vanishes: skip two forward passes
+            with torch.no_grad():
+                _, next_score = self.q_all(self.actor, batch["next_obs"], batch["next_mask"])
+                best = next_score.argmax(-1, keepdim=True)
+                next_target, _ = self.q_all(self.target_actor, batch["next_obs"], batch["next_mask"])
+                target_tot = self.target_mixer(next_target.gather(-1, best).squeeze(-1), batch["next_state"])
+                y = y + cfg.gamma * target_tot
         loss = F.smooth_l1_loss(q_tot, y)
+        if pre is not None:  # keep the diffusion actor's x0 prediction where tanh still responds
+            loss = loss + RANGE_PENALTY * torch.relu(pre.abs() - RANGE_LIMIT).pow(2).mean()
         self.opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 10.0)

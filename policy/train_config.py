@@ -29,6 +29,8 @@ class TrainConfig:
     """Lyapunov trade-off V"""
     steps: int = 7
     """denoising steps M of the diffusion actor"""
+    temperature: float = 1.0
+    """softmax temperature of the diffusion actor's values softmax(x0 / T) (eq 42 has T = 1)"""
     episodes: int = 1000
     """episodes of T slots"""
     seed: int = 0
@@ -37,15 +39,15 @@ class TrainConfig:
     """environments stepped in parallel"""
     lr: float = 5e-4
     """Adam learning rate (paper)"""
-    gamma: float = 0.99
-    """discount (paper)"""
+    gamma: float = 0.0
+    """discount; the paper's 0.99 makes both methods collapse to full offload here (policy/train.py), 0 learns P2(t)"""
     tau_soft: float = 0.001
     """soft target update rate (paper, eqs 61-62)"""
     buffer_size: int = 50_000
     """replay capacity in transitions"""
-    batch_size: int = 128
+    batch_size: int = 64
     """transitions per gradient step"""
-    updates_per_step: int = 1
+    updates_per_step: int = 2
     """gradient steps per parallel environment step"""
     eps_start: float = 1.0
     """initial epsilon of epsilon-greedy exploration"""
@@ -57,8 +59,8 @@ class TrainConfig:
     """actor hidden width (paper: 3 x 256, Mish)"""
     checkpoint_every: int = 25
     """iterations between checkpoints"""
-    threads: int = 2
-    """torch CPU threads"""
+    threads: int = 1
+    """torch CPU threads (1: bit-reproducible, and 2 threads starve each other on a busy 2-core machine)"""
     device: str = "cpu"
     """torch device for the networks (cpu, or cuda where available; results differ in the last bits)"""
 
@@ -70,8 +72,8 @@ class TrainConfig:
                 raise SplitrtError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.method == "mad2rl" and self.steps < 1:
             raise SplitrtError(f"--steps (denoising steps M) must be >= 1, got {self.steps}")
-        if not 0 < self.gamma < 1 or not 0 < self.tau_soft <= 1 or self.lr <= 0:
-            raise SplitrtError("--gamma must be in (0, 1), --tau-soft in (0, 1], --lr > 0")
+        if not 0 <= self.gamma < 1 or not 0 < self.tau_soft <= 1 or self.lr <= 0:
+            raise SplitrtError("--gamma must be in [0, 1), --tau-soft in (0, 1], --lr > 0")
 
     @classmethod
     def help(cls) -> dict[str, str]:

@@ -33,6 +33,7 @@ import numpy as np
 from edge_runtime.errors import SplitrtError
 from edge_runtime.manifest import MANIFEST_FILE, Manifest
 from edge_runtime.profile import Profile
+from edge_runtime.work import WorkTable
 from policy.config import DATA_DIR, Scenario
 
 SHIPPED_MANIFESTS = DATA_DIR / "manifests"
@@ -128,3 +129,25 @@ def load_workloads(scenario: Scenario) -> dict[str, Workload]:
         )
         for m, man in manifests.items()
     }
+
+
+def work_table(scenario: Scenario) -> WorkTable:
+    """The scenario's workloads as the runtime's work table (edge_runtime.work): what a live
+    experiment's vehicles and edge nodes count their queues in, so they match the simulator's."""
+    workloads = load_workloads(scenario)
+    models = {}
+    for model, w in workloads.items():
+        manifest = load_manifest(model, scenario.manifest_dir)
+        models[model] = {
+            "manifest_sha256": manifest.digest,
+            "local_flops": w.local_flops.tolist(),
+            "rsu_flops": w.rsu_flops.tolist(),
+            "sv_flops": w.sv_flops.tolist(),
+        }
+    unit = "effective_flops" if scenario.vehicle_profile_dir else "flops"
+    source = (
+        f"profiles: vehicle {scenario.vehicle_profile_dir}, rsu {scenario.rsu_profile_dir}"
+        if scenario.vehicle_profile_dir
+        else f"manifests: {scenario.manifest_dir or SHIPPED_MANIFESTS}"
+    )
+    return WorkTable(unit, source, models)

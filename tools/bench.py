@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "simulator": "tools.benchmarks.simulator:simulator",
     "ga": "tools.benchmarks.simulator:ga",
     "oracle": "tools.benchmarks.simulator:oracle",
+    "decision": "tools.benchmarks.decision:decision",
     "link": "tools.benchmarks.runtime:link",
     "runtime_overhead": "tools.benchmarks.runtime:runtime_overhead",
     "server_throughput": "tools.benchmarks.runtime:server_throughput",
@@ -35,6 +36,8 @@ BENCHMARKS: dict[str, str] = {
     "speed_emulation": "tools.benchmarks.runtime:speed_emulation",
     "fuzz": "tools.benchmarks.reliability:fuzz",
     "overload": "tools.benchmarks.reliability:overload",
+    "control_loop": "tools.benchmarks.live:control_loop",
+    "sim_to_real": "tools.benchmarks.live:sim_to_real",
 }
 
 #: The paper's DNN types plus MobileNetV2, the models the segment benchmarks cover.

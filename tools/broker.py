@@ -10,6 +10,11 @@ A secured mosquitto (``users`` and/or ``tls``): ``allow_anonymous false`` with a
 made by ``mosquitto_passwd``, and a TLS-only listener (``cafile``/``certfile``/``keyfile``); the
 URL becomes ``mqtts://``. `make_test_ca` makes a self-signed CA and a server certificate for
 127.0.0.1/localhost with openssl, for tests and lab set-ups (a deployment uses its own PKI).
+
+mosquitto is started with ``PR_SET_PDEATHSIG`` like every child of an experiment, but as root it
+drops to its own user at start-up, and the kernel clears that flag on the change of user. So its
+config directory carries the owner's pid (``splitrt-mosq-<pid>-*``), and `sweep_stale_brokers`
+(run by the next experiment) ends brokers whose owner is gone.
 """
 
 from __future__ import annotations
@@ -31,6 +36,30 @@ from edge_runtime.errors import SplitrtError
 log = logging.getLogger(__name__)
 
 KINDS = ("auto", "mosquitto", "amqtt")
+MOSQ_PREFIX = "splitrt-mosq-"
+
+
+def sweep_stale_brokers() -> list[int]:
+    """Kill embedded mosquitto brokers whose owning process is gone; their pids."""
+    import psutil
+
+    killed = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        conf = next((c for c in cmd if MOSQ_PREFIX in c and c.endswith("mosquitto.conf")), None)
+        if conf is None:
+            continue
+        owner = Path(conf).parent.name[len(MOSQ_PREFIX) :].split("-")[0]
+        if owner.isdigit() and psutil.pid_exists(int(owner)) and int(owner) != proc.info["pid"]:
+            continue  # its experiment is still running
+        try:
+            proc.kill()
+            proc.wait(5)
+            killed.append(proc.info["pid"])
+        except psutil.Error:
+            continue
+        shutil.rmtree(Path(conf).parent, ignore_errors=True)
+    return killed
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -99,9 +128,14 @@ class EmbeddedBroker:
     def url(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The mosquitto child's pid (None for amqtt, which runs in this process)."""
+        return self._proc.pid if self._proc is not None else None
+
     # ---- mosquitto ----------------------------------------------------------------------
     def _start_mosquitto(self, exe: str, netns: str | None, users: dict[str, str] | None = None) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="splitrt-mosq-")
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"{MOSQ_PREFIX}{os.getpid()}-")
         conf = Path(self._tmp.name) / "mosquitto.conf"
         lines = [f"listener {self.port} {self.host}", "persistence false", "log_dest stderr", "log_type error"]
         lines.append("max_queued_messages 10000")
@@ -130,7 +164,11 @@ class EmbeddedBroker:
         cmd = [exe, "-c", str(conf)]
         if netns:
             cmd = ["ip", "netns", "exec", netns, *cmd]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        from tools.hil.processes import die_with_parent  # the broker never outlives the experiment
+
+        self._proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent
+        )
 
     # ---- amqtt --------------------------------------------------------------------------
     def _start_amqtt(self) -> None:

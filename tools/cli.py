@@ -26,6 +26,8 @@ VERBS = {
     "train": "train",
     "export-policy": "export_policy",
     "keys": "keys",
+    "hil": "hil",
+    "record": "record",
 }
 
 

@@ -62,3 +62,20 @@ def test_local_and_greedy_decisions():
     assert GreedyDecider().decide(context([5.0, 1.0, 3.0], [True, False, True])) == (4, 2)
     assert GreedyDecider().decide(context([5.0, 1.0, 3.0], [False, False, False])) == (5, 0)
     assert ctx.node_queues_flops().tolist() == [5.0, 1.0, 3.0]
+
+
+def test_random_decider_stays_in_the_mask_and_is_seeded():
+    from edge_runtime.decision import RandomDecider
+
+    ctx = context([5.0, 1.0, 3.0], [True, False, True])
+    picks = [RandomDecider(seed=s).decide(ctx) for s in range(200)]
+    mask = ctx.action_mask()
+    assert all(mask[cut * 3 + node] for cut, node in picks)  # never node 1 below the last cut
+    assert len(set(picks)) > 5  # it does vary
+    assert RandomDecider(7).decide(ctx) == RandomDecider(7).decide(ctx)
+    assert isinstance(make_decider("random", 6, 3), RandomDecider)
+
+
+def test_policy_spec_names_a_missing_policy(tmp_path):
+    with pytest.raises(SplitrtError, match="no policy metadata at"):
+        make_decider(f"policy:{tmp_path}", 6, 3)

@@ -56,3 +56,27 @@ def test_speed_factor_stretches_each_segment(residual, monkeypatch):
     assert slept == [pytest.approx(2.0 * 0.5)] * 2
     with pytest.raises(SplitrtError, match="speed factor must be >= 1"):
         SegmentRunner(residual, speed_factor=0.5)
+
+
+def test_pace_makes_every_run_take_its_paced_time(residual):
+    """pace_s is a floor on every run's wall time (idling for what compute left), summed over the
+    run's segments; runs that could not keep it are counted as misses."""
+    import time
+
+    n = residual.n_segments
+    pace = np.full(n, 0.01)
+    runner = SegmentRunner(residual, pace_s=pace)
+    x = sample_input(residual.input)
+    start = time.perf_counter()
+    y = runner.run(x, 0, n)
+    assert time.perf_counter() - start >= 0.01 * n
+    np.testing.assert_array_equal(y, SegmentRunner(residual).run(x))  # same numbers, only later
+    start = time.perf_counter()
+    runner.run(runner.run(x, 0, 1), 1, 3)
+    assert time.perf_counter() - start >= 0.03
+    assert runner.pace_counters["runs"] == 3
+    tight = SegmentRunner(residual, pace_s=np.zeros(n))
+    tight.run(x)
+    assert tight.pace_counters == {"runs": 1, "misses": 1, "overrun_s": tight.pace_counters["overrun_s"]}
+    with pytest.raises(SplitrtError, match="pace times: 2 values"):
+        SegmentRunner(residual, pace_s=[0.1, 0.1])

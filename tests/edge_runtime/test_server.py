@@ -253,3 +253,83 @@ def test_rsu_resolves_at_once_for_a_type_without_a_share(tiny, node_factory):
         rc.gate.set()
         rr.gate.set()
     assert {client.recv()[0].kind for _ in range(2)} == {"result"}
+
+
+def _work_table(rows):
+    from edge_runtime.work import WorkTable
+
+    return WorkTable(
+        "flops",
+        "test",
+        {
+            m.model: {
+                "manifest_sha256": m.digest,
+                "local_flops": [0.0] * m.n_cuts,
+                "rsu_flops": [float(w)] * m.n_cuts,
+                "sv_flops": [float(w)] * m.n_cuts,
+            }
+            for m, w in rows
+        },
+    )
+
+
+def _containers_node(models, work, **config):
+    import threading
+
+    from tests.edge_runtime.nodes import Client
+
+    server = EdgeServer(
+        ServerConfig(bind="tcp://127.0.0.1:*", discipline="containers", slot_s=1000.0, **config), models, work=work
+    )
+    endpoint = server.bind()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert server.wait_ready(10)
+    return server, thread, Client(endpoint)
+
+
+def test_containers_run_types_side_by_side_at_their_allocated_rates(tiny):
+    """The paper's RSU: one container per type at f_k. A small task of type B arriving while a
+    100x larger one of type A is in service leaves first (its container runs beside A's, at the
+    KKT share sqrt(W_B) / (sqrt(W_A) + sqrt(W_B)) = 1/11 of F); each task's service time is at
+    least work / F."""
+    chain, res = tiny["chain"], tiny["res"]
+    work = _work_table([(chain, 100.0), (res, 1.0)])
+    capacity = 200.0  # work units per second: A alone would take 0.5 s at full speed
+    server, thread, client = _containers_node(
+        {"chain": served(chain), "res": served(res)}, work, role="rsu", capacity_flops_per_s=capacity
+    )
+    try:
+        client.send(task_frames(chain, 0, sample_input(chain.input), task_id="A"))
+        wait_until(lambda: server.snapshot()["queues"]["chain"]["running"] == 1)
+        client.send(task_frames(res, 0, sample_input(res.input), task_id="B"))
+        first, second = client.recv()[0], client.recv()[0]
+        assert (first.id, second.id) == ("B", "A")
+        assert first.server["compute_s"] >= 1.0 / capacity
+        assert second.server["compute_s"] >= 100.0 / capacity
+        snap = server.snapshot()
+        assert snap["counters"]["container_overruns"] == 0 and snap["counters"]["completed"] == 2
+    finally:
+        server.stop()
+        thread.join(30)
+        client.close()
+
+
+def test_an_sv_container_serves_its_fifo_at_its_capacity(tiny):
+    chain = tiny["chain"]
+    server, thread, client = _containers_node(
+        {"chain": served(chain)}, _work_table([(chain, 4.0)]), role="sv", capacity_flops_per_s=100.0
+    )
+    try:
+        for i in range(3):
+            client.send(task_frames(chain, 0, sample_input(chain.input), task_id=f"t{i}"))
+        replies = [client.recv()[0] for _ in range(3)]
+        assert [r.id for r in replies] == ["t0", "t1", "t2"]  # FIFO
+        assert all(r.server["compute_s"] >= 4.0 / 100.0 for r in replies)
+        assert replies[2].server["wait_s"] >= 2 * 4.0 / 100.0 - 0.01  # waited for the two before it
+    finally:
+        server.stop()
+        thread.join(30)
+        client.close()
+    with pytest.raises(SplitrtError, match="--discipline must be one of"):
+        ServerConfig(discipline="edf")

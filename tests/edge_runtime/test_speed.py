@@ -62,3 +62,15 @@ def test_cgroup_quota_is_applied_and_removed():
     _, quota, period, group = r.stdout.split()
     assert int(quota) / int(period) == pytest.approx(0.25)
     assert not Path(group).exists()
+
+
+def test_pace_mode_needs_no_cgroup_and_scales_the_reference():
+    import numpy as np
+
+    from edge_runtime.speed import pace_times
+
+    emulation = SpeedEmulation(4.0, "pace")
+    assert emulation.apply() == 1.0  # the runner paces, it is not stretched
+    assert emulation.describe() == {"speed_factor": 4.0, "speed_mode": "pace"}
+    emulation.close()
+    np.testing.assert_allclose(pace_times(np.array([0.001, 0.002]), 4.0), [0.004, 0.008])

@@ -209,3 +209,100 @@ def test_a_failing_decider_never_loses_a_task(tiny):
     assert reasons[0] == reasons[2] == "decider: RuntimeError: policy blew up"
     assert reasons[1].startswith("decider: ValueError: (cut 99, node 0) is outside cuts 0..")
     assert {(r["outcome"], r["cut"], r["verified"]) for r in records} == {("local", m.n_segments, True)}
+
+
+# ---- live-experiment hooks (splitrt hil) ------------------------------------------------------
+
+
+def test_epoch_trace_work_and_slot_hooks(tiny, node_factory):
+    """With a shared epoch every task arrives at epoch + slot x tau; the trace's positions,
+    rates and SVs in range reach the decider; queues count in the work table's unit; every slot
+    boundary 0..T reaches the hooks with the local backlog."""
+    import time
+
+    from edge_runtime.trace import LinkTrace
+    from edge_runtime.work import ModelWork
+
+    m = tiny["chain"]
+    rsu, _ = node_factory({"chain": served(m)}, role="rsu")
+    sv, _ = node_factory({"chain": served(m)}, role="sv")
+    slots, tau = 4, 0.05
+    trace = LinkTrace(
+        vehicle="v0",
+        slot_s=tau,
+        pos_m=np.array([-10.0, 0.0, 10.0, 20.0]),
+        sv_pos_m=np.array([[5.0], [6.0], [7.0], [8.0]]),
+        rate_bps=np.array([[1e8, 2e8]] * slots),
+        node_ok=np.array([[True, False], [True, True], [True, False], [True, True]]),
+    )
+    work = ModelWork("chain", np.arange(m.n_cuts) * 7.0, np.zeros(m.n_cuts), np.zeros(m.n_cuts))
+    recorder = Recorder()
+    ticks = []
+    epoch = time.time() + 0.3
+    vehicle = Vehicle(
+        VehicleConfig(edges=(rsu.endpoint, sv.endpoint), slots=slots, slot_s=tau, connect_s=2.0),
+        m,
+        decider=recorder,
+        start_at=epoch,
+        trace=trace,
+        work=work,
+        on_slot=[ticks.append],
+    )
+    records = vehicle.run()
+    check_records(records, slots)
+    for r in records:
+        assert r["arrival_unix_s"] == pytest.approx(epoch + r["slot"] * tau, abs=0.01)
+        assert len(r["backlog_age_s"]) == 2
+    for ctx in recorder.seen:
+        assert ctx.observation[obs_layout.own_position_index(2)] == trace.pos_m[ctx.slot]
+        assert ctx.observation[obs_layout.sv_position_slice(2)].tolist() == trace.sv_pos_m[ctx.slot].tolist()
+        assert ctx.node_ok.tolist() == trace.node_ok[ctx.slot].tolist()  # an SV out of range is not offered
+        assert ctx.rate_bps.tolist() == trace.rate_bps[ctx.slot].tolist()
+        np.testing.assert_array_equal(ctx.flops_before, work.local_flops)
+    assert [t["slot"] for t in ticks] == list(range(slots + 1))  # the end boundary too
+    assert all(t["pos_m"] == trace.pos_m[min(t["slot"], slots - 1)] for t in ticks)
+    assert ticks[-1]["generated"] == slots and vehicle.counters["missed_slots"] == sum(t["missed"] for t in ticks)
+
+
+class Sleepy:
+    """Blocks the vehicle's loop in its first decision, across the next slot boundaries."""
+
+    name = "sleepy"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+
+    def decide(self, ctx: DecisionContext) -> tuple[int, int]:
+        import time
+
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(self.seconds)
+        return ctx.n_cuts - 1, 0
+
+
+def test_a_late_loop_records_missed_slot_boundaries(tiny):
+    ticks = []
+    vehicle = Vehicle(
+        VehicleConfig(edges=(DEAD,), slots=5, slot_s=0.05, connect_s=0.05, late_tolerance_s=0.01),
+        tiny["chain"],
+        decider=Sleepy(0.16),  # blocks slots 1..3's boundaries
+        on_slot=[ticks.append],
+    )
+    records = vehicle.run()
+    check_records(records, 5)
+    missed = [t["slot"] for t in ticks if t["missed"]]
+    assert {1, 2, 3} <= set(missed) and vehicle.counters["missed_slots"] == len(missed)
+    assert all(t["late_s"] > 0.01 for t in ticks if t["missed"])
+
+
+def test_node_states_from_telemetry_enter_the_observation(tiny):
+    m = tiny["chain"]
+    recorder = Recorder()
+    vehicle = Vehicle(VehicleConfig(edges=(DEAD, DEAD), slots=2, slot_s=0.02, connect_s=0.01), m, decider=recorder)
+    vehicle.observe_node_state(1, {"role": "sv", "queues": {"fifo": {"flops": 5e9}}})
+    records = vehicle.run()
+    check_records(records, 2)
+    assert recorder.seen[0].observation[obs_layout.sv_queue_slice(2)].tolist() == [5e9]
+    assert records[0]["backlog_age_s"][0] is None and records[0]["backlog_age_s"][1] >= 0

@@ -34,9 +34,12 @@ def test_one_reverse_step_by_hand():
     with torch.no_grad():
         emb = actor.embed(torch.tensor([float(m)], dtype=torch.float64))
         eps = actor.eps(torch.cat([x, emb, cond], -1)).numpy()
-        got = actor.reverse_step(x, m, cond, z).numpy()
+        got, pre = actor.reverse_step(x, m, cond, z)
+        got = got.numpy()
     xn = x.numpy()
-    x0 = np.tanh(np.sqrt(1 / abar[m - 1]) * xn - np.sqrt(1 / abar[m - 1] - 1) * eps)
+    x0_pred = np.sqrt(1 / abar[m - 1]) * xn - np.sqrt(1 / abar[m - 1] - 1) * eps
+    np.testing.assert_allclose(pre.numpy(), x0_pred, rtol=1e-6, atol=1e-8)
+    x0 = np.tanh(x0_pred)
     beta, alpha = betas[m - 1], 1 - betas[m - 1]
     mean = (
         beta * np.sqrt(abar_prev) / (1 - abar[m - 1]) * x0 + (1 - abar_prev) * np.sqrt(alpha) / (1 - abar[m - 1]) * xn
@@ -53,9 +56,11 @@ def test_actor_values_are_a_softmax_over_valid_actions_only():
         onehot = torch.eye(2)[torch.randint(0, 2, (8,))]
         mask = torch.rand(8, 6) > 0.4
         mask[:, 0] = True
-        q = agent(obs, onehot, mask, agent.sample_noise(8))
+        q, score = agent(obs, onehot, mask, agent.sample_noise(8))
         assert torch.all(q[~mask] == MASKED_Q)
-        assert torch.all(mask.gather(1, q.argmax(-1, keepdim=True)))  # never an invalid argmax
+        assert torch.all(mask.gather(1, score.argmax(-1, keepdim=True)))  # never an invalid argmax
+        # the score ranks valid actions exactly as q does
+        assert torch.equal(q.argmax(-1), score.argmax(-1)) or isinstance(agent, DiffusionActor)
         if isinstance(agent, DiffusionActor):
             torch.testing.assert_close(q.masked_fill(~mask, 0).sum(-1), torch.ones(8))
 
@@ -65,8 +70,21 @@ def test_same_noise_same_output_different_noise_different_output():
     actor = DiffusionActor(5, 1, 6, steps=7)
     obs, onehot, mask = torch.randn(4, 5), torch.ones(4, 1), torch.ones(4, 6, dtype=torch.bool)
     noise = actor.sample_noise(4)
-    torch.testing.assert_close(actor(obs, onehot, mask, noise), actor(obs, onehot, mask, noise.clone()))
-    assert not torch.allclose(actor(obs, onehot, mask, noise), actor(obs, onehot, mask, actor.sample_noise(4)))
+    torch.testing.assert_close(actor(obs, onehot, mask, noise)[0], actor(obs, onehot, mask, noise.clone())[0])
+    assert not torch.allclose(actor(obs, onehot, mask, noise)[0], actor(obs, onehot, mask, actor.sample_noise(4))[0])
+
+
+def test_saturated_values_do_not_tie_the_choice():
+    """Where tanh rounds to exactly 1.0 the values tie, but the score still ranks them."""
+    actor = DiffusionActor(2, 1, 4, steps=1)
+    with torch.no_grad():
+        for p in actor.eps.parameters():
+            p.zero_()
+        actor.eps[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0]))
+    noise = torch.tensor([[[20.0, 30.0, 25.0, -5.0]]])  # x_1 large: x0 prediction = x_1 / sqrt(abar)
+    q, score = actor(torch.zeros(1, 2), torch.ones(1, 1), torch.ones(1, 4, dtype=torch.bool), noise)
+    assert q[0, 0] == q[0, 1] == q[0, 2]  # float32 tanh saturated: tied values
+    assert int(score.argmax()) == 1  # the choice follows the unbounded prediction
 
 
 def test_mixer_is_monotonic_in_every_agent_value():

@@ -49,14 +49,14 @@ def test_onnx_policy_matches_torch_with_the_same_noise(tiny_run):
         onehot = policy.type_onehot(list(env.agent_model))
         q_onnx, a_onnx = policy.run(obs.reshape(e * n, d), onehot, mask.reshape(e * n, -1), noise)
         with torch.no_grad():
-            q_torch = learner.actor(
+            q_torch, score_torch = learner.actor(
                 torch.as_tensor(obs.reshape(e * n, d)),
                 torch.as_tensor(onehot),
                 torch.as_tensor(mask.reshape(e * n, -1)),
                 torch.as_tensor(noise),
             )
         np.testing.assert_allclose(q_onnx, q_torch.numpy(), rtol=1e-4, atol=1e-6)
-        np.testing.assert_array_equal(a_onnx, q_torch.argmax(-1).numpy())
+        np.testing.assert_array_equal(a_onnx, score_torch.argmax(-1).numpy())
         obs, _, mask, *_ = env.step(a_onnx.reshape(e, n).astype(np.int64))
 
 
@@ -193,3 +193,20 @@ def test_train_and_export_policy_cli(tmp_path):
     assert r.returncode == 1 and "--method 'mad3rl'" in r.stderr
     r = run("export-policy", "--run", str(tmp_path / "nothing"))
     assert r.returncode == 1 and "no checkpoint" in r.stderr
+
+
+def test_learned_method_finds_the_policy_for_the_scenario(tiny_run):
+    from policy.config import preset
+    from policy.learned import find_policy
+    from policy.methods import MethodNotApplicable
+
+    assert find_policy(tiny_run, "mad2rl", preset("paper", n_cvs=2, n_svs=1)) == tiny_run / "policy"
+    with pytest.raises(MethodNotApplicable, match="splitrt train --method mad2rl --preset paper --cvs 3"):
+        find_policy(tiny_run, "mad2rl", preset("paper", n_cvs=3, n_svs=1))
+    # shape: any number of CVs (the actor is per agent), but the same SVs and V
+    assert find_policy(tiny_run, "mad2rl", preset("paper", n_cvs=3, n_svs=1), "shape") == tiny_run / "policy"
+    for other in (preset("paper", n_cvs=2, n_svs=2), preset("paper", n_cvs=2, n_svs=1, v=50.0)):
+        with pytest.raises(MethodNotApplicable):
+            find_policy(tiny_run, "mad2rl", other, "shape")
+    with pytest.raises(MethodNotApplicable):
+        find_policy(tiny_run, "pqmix", preset("paper", n_cvs=2, n_svs=1))

@@ -165,3 +165,12 @@ def test_profile_records_the_speed_emulation(tmp_path):
     expected = "cgroup" if cgroup_root() is not None else "stretch"  # --speed-mode auto
     assert (device["speed_factor"], device["speed_mode"]) == (2.0, expected)
     assert f"speed factor 2 ({expected})" in r.stdout
+
+
+def test_hil_user_errors_are_one_line(tmp_path):
+    out = str(tmp_path / "o")
+    assert_one_line_error(splitrt("hil", "--methods", "nosuch", "--out", out), "unknown method 'nosuch'")
+    assert_one_line_error(splitrt("hil", "--methods", "ga", "--out", out), "none of --methods can run live: ga:")
+    assert_one_line_error(splitrt("hil", "--preset", "table9", "--out", out), "unknown scenario preset 'table9'")
+    assert_one_line_error(splitrt("hil", "--fault", "boom@1", "--out", out), "--fault 'boom@1'")
+    assert_one_line_error(splitrt("record", "--broker", "nope://x", "--experiment", "e", "--out", out), "--broker")

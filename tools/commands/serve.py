@@ -5,6 +5,10 @@ each type the compute share of the paper's KKT allocation (eqs 43-52), solved ev
 every arrival and enforced by start-time fair queueing over worker time; --role sv keeps one FIFO.
 The node prints `listening ENDPOINT` once it is ready, answers state requests with a snapshot of
 every queue, and on SIGINT/SIGTERM answers or explicitly fails every task it holds.
+
+In a live experiment --telemetry publishes the snapshot at every slot boundary (the RSU also the
+slot beacon), --start-at aligns the slots with the experiment's epoch, and --work counts every
+task's FLOPs in the simulator's unit.
 """
 
 from __future__ import annotations
@@ -36,6 +40,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="RSU compute F = f_rsu_max in FLOP/s (default: workers x mean effective FLOP/s of the models, "
         "from DIR/profile.json when it matches, else a start-up calibration)",
     )
+    p.add_argument(
+        "--discipline",
+        choices=["sfq", "containers"],
+        default="sfq",
+        help="sfq: one task at a time, shares enforced over worker time; containers: one FIFO per type, "
+        "each task held until its type's container (at f_k) has done its work (the paper's RSU)",
+    )
     p.add_argument("--queue-limit", type=int, default=64, help="tasks per queue (queued + running) before 'busy'")
     p.add_argument(
         "--resolve-s",
@@ -48,7 +59,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider", default="cpu", help="execution provider: cpu, cuda or tensorrt")
     p.add_argument("--speed-factor", type=float, default=1.0, help="emulate a node this many times slower")
     p.add_argument(
-        "--speed-mode", choices=["auto", "cgroup", "stretch"], default="auto", help="how --speed-factor is emulated"
+        "--speed-mode",
+        choices=["auto", "cgroup", "stretch", "pace"],
+        default="auto",
+        help="how --speed-factor is emulated (pace: each segment takes factor x its profiled time)",
     )
     p.add_argument(
         "--max-message-bytes",
@@ -73,10 +87,36 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="with --curve-secret: serve only vehicles whose public key file (NAME.key) is in DIR",
     )
 
+    p.add_argument(
+        "--speed-profile-dir",
+        default="",
+        metavar="DIR",
+        help="pace: reference profiles DIR/<model>/profile.json (default: each --segments DIR's profile.json)",
+    )
+    live = p.add_argument_group("live experiment")
+    live.add_argument("--telemetry", default=None, metavar="mqtt://HOST:PORT", help="MQTT broker for telemetry")
+    live.add_argument("--experiment", default="default", help="experiment id (the topics' <exp>)")
+    live.add_argument(
+        "--start-at",
+        default=None,
+        metavar="UNIX_S|now+S|beacon",
+        help="slot 0 starts at this wall-clock time, or at the epoch of the experiment's slot beacon (MQTT)",
+    )
+    live.add_argument("--work", type=Path, default=None, help="work table: per-cut FLOPs in the simulator's unit")
+    live.add_argument("--stats", type=Path, default=None, metavar="FILE", help="write the final snapshot here at exit")
+
 
 def main(args: argparse.Namespace) -> int:
+    import dataclasses
+    import time
+
+    import psutil
+
+    from edge_runtime.live import NodeTelemetry, resolve_start, write_stats
     from edge_runtime.security import ServerSecurity
     from edge_runtime.server import ServerConfig, serve
+    from edge_runtime.slotclock import SlotClock, parse_start_at
+    from edge_runtime.work import WorkTable
 
     security = ServerSecurity.from_files(args.curve_secret, args.allow)
 
@@ -97,7 +137,14 @@ def main(args: argparse.Namespace) -> int:
         speed_factor=args.speed_factor,
         speed_mode=args.speed_mode,
         max_message_bytes=args.max_message_bytes,
+        speed_profile_dir=args.speed_profile_dir,
+        discipline=args.discipline,
     )
+    start_at = parse_start_at(args.start_at)
+    work = WorkTable.load(args.work) if args.work else None
+    name = args.name or f"{args.role}-{__import__('os').getpid()}"
+    telemetry = NodeTelemetry(args.telemetry, args.experiment, name, args.role) if args.telemetry else None
+    final: dict = {}
 
     def ready(server, endpoint: str) -> None:
         models = ", ".join(
@@ -114,5 +161,37 @@ def main(args: argparse.Namespace) -> int:
         else:
             print("link: plain (UNAUTHENTICATED, unencrypted: lab use only; see --curve-secret)")
         print(f"listening {endpoint}", flush=True)
+        final["server"] = server
 
-    return serve(config, args.segments, on_ready=ready, security=security)
+    def before_run(server) -> ServerConfig:
+        epoch = resolve_start(start_at, args.telemetry, args.experiment, name)
+        if telemetry is not None:
+            telemetry.clock = SlotClock(epoch if epoch is not None else time.time(), config.slot_s)
+        return dataclasses.replace(server.config, start_unix_s=epoch)
+
+    hooks = [telemetry.on_slot] if telemetry is not None else []
+    try:
+        return serve(
+            dataclasses.replace(config, name=name),
+            args.segments,
+            on_ready=ready,
+            security=security,
+            work=work,
+            on_slot=hooks,
+            before_run=before_run,
+        )
+    finally:
+        stats: dict = {"node": name, "role": args.role}
+        stats["cpu_s"] = sum(psutil.Process().cpu_times()[:2])  # user + system
+        if "server" in final:
+            stats["snapshot"] = final["server"].snapshot()
+            server = final["server"]
+            if config.discipline == "containers":  # the containers' hold is the node's emulated speed
+                counters = server.counters
+                stats["pace"] = {"runs": counters["completed"], "misses": counters["container_overruns"]}
+            else:
+                runners = [m.runner.pace_counters for m in server.models.values()]
+                stats["pace"] = {k: sum(r[k] for r in runners) for k in ("runs", "misses", "overrun_s")}
+        if telemetry is not None:
+            stats["telemetry"] = telemetry.close()
+        write_stats(args.stats, stats)

@@ -5,6 +5,11 @@ the local FIFO, and for each the decider picks (cut, node): node 0 is the first 
 convention the RSU), node j the (j+1)-th. The head runs here, the tensor crosses the ZeroMQ link,
 the node runs the tail. On timeout, busy, error or a lost node the vehicle finishes the task
 itself from the cut it reached. One JSON record per task (--out), a summary table at the end.
+
+In a live experiment (`splitrt hil` starts vehicles like this) --telemetry publishes the task
+records and the vehicle's state every slot and feeds the nodes' published states into the
+observation, --start-at puts slot 0 at the experiment's shared epoch, --trace gives positions,
+link rates and SVs in range per slot, and --work counts the local queue in the simulator's unit.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="an edge node (repeat; order = node index)",
     )
     p.add_argument(
-        "--decider", default="greedy", help="local | offload[@J] | fixed:K[@J] | greedy (K = cut, J = node index)"
+        "--decider",
+        default="greedy",
+        help="local | offload[@J] | fixed:K[@J] | greedy | random | policy:DIR (K = cut, J = node index, "
+        "DIR = a trained policy: policy.onnx + policy.json)",
     )
     p.add_argument("--slots", type=int, default=30, help="slots to generate tasks in")
     p.add_argument("--slot-s", type=float, default=1.0, help="slot length in seconds")
@@ -39,9 +47,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed-factor", type=float, default=1.0, help="emulate a device this many times slower")
     p.add_argument(
         "--speed-mode",
-        choices=["auto", "cgroup", "stretch"],
+        choices=["auto", "cgroup", "stretch", "pace"],
         default="auto",
-        help="cgroup: CPU quota of 1/X (root); stretch: idle X-1 times each segment; auto: cgroup where allowed",
+        help="cgroup: CPU quota of 1/X (root); stretch: idle X-1 times each segment; pace: every segment takes "
+        "X times its profiled time (--speed-profile); auto: cgroup where allowed",
+    )
+    p.add_argument(
+        "--speed-profile",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="pace: the reference profile of this device (default: the export's profile.json)",
     )
     p.add_argument("--verify", action="store_true", help="compare every result with the whole model's output")
     p.add_argument("--id", default="v0", help="vehicle id (task ids are ID-N)")
@@ -72,14 +88,44 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the edge node's public key NAME.key (once for all --edge, or once per --edge in order)",
     )
+    p.add_argument("--warmup-runs", type=int, default=0, help="untimed passes of the whole chain before the start")
+    live = p.add_argument_group("live experiment")
+    live.add_argument("--telemetry", default=None, metavar="mqtt://HOST:PORT", help="MQTT broker for telemetry")
+    live.add_argument("--experiment", default="default", help="experiment id (the topics' <exp>)")
+    live.add_argument(
+        "--node-names",
+        default="",
+        help="comma-separated names of the --edge nodes as they publish telemetry (e.g. rsu,sv1)",
+    )
+    live.add_argument(
+        "--start-at",
+        default=None,
+        metavar="UNIX_S|now+S|beacon",
+        help="slot 0 starts at this wall-clock time, or at the epoch of the experiment's slot beacon (MQTT)",
+    )
+    live.add_argument("--trace", type=Path, default=None, help="per-slot positions, link rates, SVs in range (JSON)")
+    live.add_argument("--work", type=Path, default=None, help="work table: per-cut FLOPs in the simulator's unit")
+    live.add_argument(
+        "--late-tolerance-s", type=float, default=None, help="a slot boundary noticed later than this is a miss"
+    )
+    live.add_argument("--stats", type=Path, default=None, metavar="FILE", help="write counters here at the end")
 
 
 def main(args: argparse.Namespace) -> int:
+    import psutil
+
     from edge_runtime.errors import SplitrtError
     from edge_runtime.journal import TaskJournal
+    from edge_runtime.live import BeaconLag, VehicleTelemetry, resolve_start, write_stats
+    from edge_runtime.manifest import Manifest
+    from edge_runtime.profile import Profile
     from edge_runtime.records import JsonlSink, format_summary, summarize
     from edge_runtime.security import ClientSecurity
-    from edge_runtime.vehicle import VehicleConfig, run_vehicle
+    from edge_runtime.slotclock import parse_start_at
+    from edge_runtime.speed import SpeedEmulation, pace_times
+    from edge_runtime.trace import LinkTrace
+    from edge_runtime.vehicle import Vehicle, VehicleConfig
+    from edge_runtime.work import WorkTable
 
     config = VehicleConfig(
         edges=tuple(args.edge),
@@ -97,7 +143,17 @@ def main(args: argparse.Namespace) -> int:
         verify=args.verify,
         seed=args.seed,
         connect_s=args.connect_s,
+        warmup_runs=args.warmup_runs,
+        late_tolerance_s=args.late_tolerance_s,
     )
+    manifest = Manifest.load(args.segments)
+    decider = make_vehicle_decider(args.decider, manifest, len(config.edges), args.seed)
+    start_at = parse_start_at(args.start_at)
+    trace = LinkTrace.load(args.trace) if args.trace else None
+    work = WorkTable.load(args.work).for_model(manifest) if args.work else None
+    names = [n for n in args.node_names.split(",") if n] if args.node_names else []
+    if args.telemetry and names and len(names) != len(config.edges):
+        raise SplitrtError(f"--node-names lists {len(names)} names for {len(config.edges)} --edge nodes")
     security = ClientSecurity.from_files(args.curve_secret, args.server_key, len(config.edges))
     if args.journal is not None and args.no_journal:
         raise SplitrtError("--journal and --no-journal contradict each other")
@@ -107,19 +163,61 @@ def main(args: argparse.Namespace) -> int:
     journal = None
     if journal_path is not None:
         journal = TaskJournal.open(journal_path, args.id, records_path=args.out, start={"argv": " ".join(sys.argv)})
-    sinks = []
+    telemetry = None
+    sinks: list = []
+    hooks: dict = {"trace": trace, "work": work, "decider": decider, "security": security, "journal": journal}
+    emulation = SpeedEmulation(config.speed_factor, config.speed_mode, cpus=config.threads)
+    lag = None
+    vehicle = None
     try:
         if args.out:
             try:
                 sinks.append(JsonlSink(args.out))
             except OSError as exc:
                 raise SplitrtError(f"--out {args.out}: cannot open for writing ({exc.strerror or exc})") from None
-        records = run_vehicle(config, args.segments, sinks=sinks, security=security, journal=journal)
+        if args.telemetry:
+            telemetry = VehicleTelemetry(args.telemetry, args.experiment, args.id, names)
+            sinks.append(telemetry.sink)
+            hooks["on_slot"] = [telemetry.on_slot]
+        factor = emulation.apply()
+        if emulation.applied_mode == "pace":
+            reference = Profile.load(args.speed_profile or args.segments / "profile.json", manifest)
+            hooks["runner_pace_s"] = pace_times(reference.segment_median_s, config.speed_factor)
+        vehicle = Vehicle(config, manifest, sinks=sinks, runner_speed_factor=factor, **hooks)
+        for record in journal.recovered if journal is not None else ():
+            for sink in sinks:  # the tasks a killed run left open, recorded as failed first
+                sink(record)
+        if telemetry is not None:
+            telemetry.attach(vehicle)
+        if start_at is not None:
+
+            def epoch() -> float:
+                # called by Vehicle.run after the warm-up and the connections: only then is it ready
+                print(f"{args.id}: ready", flush=True)
+                return resolve_start(start_at, args.telemetry, args.experiment, args.id)
+
+            vehicle.start_at = epoch
+        if args.telemetry and start_at is not None:
+            lag = BeaconLag(args.telemetry, args.experiment, f"{args.experiment}-{args.id}-lag")
+        records = vehicle.run()
     finally:
+        emulation.close()
         for sink in sinks:
-            sink.close()
+            if isinstance(sink, JsonlSink):
+                sink.close()
         if journal is not None:
             journal.close()
+        stats = {"vehicle": args.id, "speed": emulation.describe()}
+        stats["cpu_s"] = sum(psutil.Process().cpu_times()[:2])  # user + system
+        if vehicle is not None:
+            stats["counters"] = dict(vehicle.counters)
+            stats["pace"] = dict(vehicle.runner.pace_counters)
+            stats["records"] = len(vehicle.records)
+        if telemetry is not None:
+            stats["telemetry"] = telemetry.close()
+        if lag is not None:
+            stats["slot_clock"] = lag.close()
+        write_stats(args.stats, stats)
     if journal is not None and (journal.recovered or journal.repaired):
         print(
             f"{args.id}: journal {journal.path}: {len(journal.recovered)} task(s) of the previous run recorded as "
@@ -136,3 +234,21 @@ def main(args: argparse.Namespace) -> int:
         )
         return 1 if bad else 0
     return 0
+
+
+def make_vehicle_decider(spec: str, manifest, n_nodes: int, seed: int):
+    """The decider for this vehicle; a trained policy is checked against the model at start."""
+    from edge_runtime.decision import make_decider
+
+    decider = make_decider(spec, manifest.n_cuts, n_nodes, seed)
+    check = getattr(decider, "check_model", None)
+    if check is not None:
+        check(manifest.model, manifest.digest)
+        if decider.n_cuts[manifest.model] != manifest.n_cuts:
+            from edge_runtime.errors import SplitrtError
+
+            raise SplitrtError(
+                f"policy {spec[len('policy:') :]} was trained with {decider.n_cuts[manifest.model]} cuts of "
+                f"{manifest.model}, this export has {manifest.n_cuts}"
+            )
+    return decider

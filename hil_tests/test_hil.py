@@ -1,0 +1,220 @@
+"""`splitrt hil` end to end on real processes: the report's numbers follow the records, telemetry
+survives a broker outage, and nothing (processes, namespaces, qdiscs, broker) outlives a run,
+whether it ends normally, by Ctrl-C, by an exception or by SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.manifest import Manifest
+from edge_runtime.profile import measure
+from edge_runtime.records import read_jsonl
+from tools import linkem
+from tools.broker import sweep_stale_brokers
+from tools.hil.report import measured_components
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("resnet18", "mobilenet_v2")
+#: A small demo: 2 CVs (ResNet18, MobileNetV2), 1 SV, the preset's slot on this machine.
+SCENARIO = ["--preset", "demo", "--set", "models=resnet18,mobilenet_v2", "--set", "n_cvs=2", "--set", "n_svs=1"]
+NETNS, NETNS_WHY = linkem.availability()
+
+
+@pytest.fixture(scope="module")
+def hil_exports(exports, tmp_path_factory) -> Path:
+    """The session's exports of the two models, linked into a directory of their own with a quick
+    profile (runs with --keep-profiles; the demo profiles properly)."""
+    root = tmp_path_factory.mktemp("hil_exports")
+    for model in MODELS:
+        src = exports.get(model).directory
+        dst = root / model
+        dst.mkdir()
+        for f in src.iterdir():
+            if f.suffix == ".onnx":
+                (dst / f.name).symlink_to(f)
+        (dst / "manifest.json").write_text((src / "manifest.json").read_text())
+        prof = measure(Manifest.load(dst), threads=1, runs=3, warmup=1)
+        (dst / "profile.json").write_text(json.dumps(prof))
+    return root
+
+
+def hil(out: Path, exports: Path, *extra: str) -> subprocess.Popen:
+    args = [*SCENARIO, "--out", str(out), "--exports", str(exports), "--keep-profiles", "--no-progress", *extra]
+    return subprocess.Popen(
+        [sys.executable, "-m", "tools.cli", "hil", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout_s: float = 300) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"splitrt hil still running after {timeout_s} s:\n{err[-3000:]}") from None
+    return proc.returncode, out, err
+
+
+def assert_nothing_left(out: Path) -> None:
+    """No child, broker or namespace of the run is left (qdiscs live in the namespaces)."""
+    pids = json.loads((out / "pids.json").read_text())
+    assert pids["pids"], "the run never recorded its children"
+    deadline = time.monotonic() + 20
+    alive = {}
+    while time.monotonic() < deadline:
+        alive = {name: pid for name, pid in pids["pids"].items() if _alive(pid)}
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert not alive, f"still running: {alive}"
+    prefix = pids["namespace_prefix"]
+    if prefix:
+        assert not [ns for ns in linkem.list_namespaces() if ns.startswith(prefix)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def wait_running(out: Path, method: str, timeout_s: float = 240) -> None:
+    """Until a vehicle of ``method`` has finished a task (the run is inside its slots)."""
+    deadline = time.monotonic() + timeout_s
+    path = out / method / "cv0.jsonl"
+    while not (path.is_file() and path.read_text().strip()):
+        assert time.monotonic() < deadline, "the live run never got to its first task"
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(600)
+def test_hil_end_to_end_report_matches_the_records(hil_exports, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, stderr = finish(hil(out, hil_exports, "--methods", "greedy,offload", "--slots", "4"))
+    assert code == 0, stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["method"] for s in summary] == ["greedy", "offload"]
+    expected_links = "tc" if NETNS else "loopback"
+    config = json.loads((out / "config.json").read_text())
+    v = config["scenario"]["v"]
+    report = (out / "report.md").read_text()
+    for s in summary:
+        m = s["method"]
+        records = read_jsonl(out / m / "records.jsonl")
+        sim = read_jsonl(out / m / "sim_tasks.jsonl")
+        assert s["link_emulation"] == expected_links
+        assert s["tasks_generated"] == len(records) == 4 * 2 == s["tasks_completed"] and s["tasks_failed"] == 0
+        totals = [r["total_s"] for r in records]
+        assert s["measured_mean_completion_s"] == pytest.approx(np.mean(totals))
+        assert s["simulated_mean_completion_s"] == pytest.approx(np.mean([t["completion_s"] for t in sim]))
+        assert s["gap_pct"] == pytest.approx(
+            100 * (s["measured_mean_completion_s"] / s["simulated_mean_completion_s"] - 1)
+        )
+        assert f"{s['measured']['mean_s'] * 1e3:.1f}" in report and f"{s['gap_pct']:+.1f}%" in report
+        for r in records:
+            assert sum(measured_components(r).values()) == pytest.approx(r["total_s"])
+            assert r["outcome"] == "remote" and r["node"] is not None  # both methods offload
+        # the controller's books: one record per slot, the penalty from these very records
+        books = read_jsonl(out / m / "controller.jsonl")
+        assert [b["slot"] for b in books] == list(range(4))
+        for b in books:
+            mine = [r["total_s"] for r in records if r["slot"] == b["slot"]]
+            assert b["penalty"] == pytest.approx(v * sum(mine)) and b["tasks_done"] == len(mine) == 2
+            assert np.isfinite(b["lyapunov"]) and b["drift"] == pytest.approx(b["lyapunov"] - b["lyapunov_start"])
+        # telemetry carried every task record and every node's state of every slot
+        recorded = {json.loads(line)["msg"]["task_id"] for line in (out / m / "telemetry" / "task.jsonl").open()}
+        assert recorded == {r["task_id"] for r in records}
+        node_slots = {
+            (rec["id"], rec["msg"]["slot"])
+            for rec in map(json.loads, (out / m / "telemetry" / "node_state.jsonl").open())
+        }
+        assert {("rsu", t) for t in range(4)} <= node_slots and {("sv1", t) for t in range(4)} <= node_slots
+        stats = json.loads((out / m / "cv0.stats.json").read_text())
+        assert stats["counters"]["generated"] == 4 and stats["telemetry"]["dropped"] == 0
+        if NETNS:  # every slot's channel rate was applied to every link, as the wire rate of that payload
+            applied = read_jsonl(out / m / "tc_rates.jsonl")
+            assert [a["slot"] for a in applied] == list(range(4))
+            trace = json.loads((out / m / "traces" / "cv1.json").read_text())
+            for a in applied:
+                want = np.array(trace["rate_bps"][a["slot"]]) * linkem.WIRE_BYTES_PER_PAYLOAD_BYTE
+                got = [a["wire_bps"][f"cv1-{n}"] for n in ("rsu", "sv1")]
+                np.testing.assert_allclose(got, want, rtol=1e-6, atol=1)
+    for png in ("completion_cdf.png", "components.png", "queues.png", "lyapunov.png"):
+        assert (out / png).stat().st_size > 1000
+    assert "<table>" in (out / "report.html").read_text()
+    assert "greedy" in stdout and "offload" in stdout and "measured mean" in stdout
+    assert_nothing_left(out)
+
+
+@pytest.mark.timeout(600)
+def test_broker_killed_mid_run_tasks_complete_and_drops_are_counted(hil_exports, tmp_path):
+    out = tmp_path / "run"
+    code, _, stderr = finish(hil(out, hil_exports, "--methods", "greedy", "--slots", "6", "--fault", "broker-kill@2"))
+    assert code == 0, stderr[-3000:]
+    assert "fault: killing the broker at slot 2" in stderr
+    s = json.loads((out / "summary.json").read_text())[0]
+    assert s["tasks_completed"] == s["tasks_generated"] == 12 and s["tasks_failed"] == 0
+    assert s["telemetry_dropped"] > 0  # per-slot states published into the void, counted
+    books = read_jsonl(out / "greedy" / "controller.jsonl")
+    assert any(b["stale"] for b in books[2:])  # the controller fell back on the last known states
+    assert all(b["tasks_done"] == 2 for b in books)  # the vehicles' own records are complete
+    assert_nothing_left(out)
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_stops_everything(hil_exports, tmp_path):
+    out = tmp_path / "run"
+    proc = hil(out, hil_exports, "--methods", "local", "--slots", "60")
+    wait_running(out, "local")
+    os.killpg(proc.pid, signal.SIGINT)
+    code, _, stderr = finish(proc, 120)
+    assert code == 130, stderr[-2000:]
+    assert "interrupted" in stderr
+    assert_nothing_left(out)
+
+
+@pytest.mark.timeout(600)
+def test_a_crash_inside_the_run_stops_everything(hil_exports, tmp_path):
+    out = tmp_path / "run"
+    code, _, stderr = finish(hil(out, hil_exports, "--methods", "local", "--slots", "10", "--fault", "crash@2"))
+    assert code == 1 and "injected crash at slot 2" in stderr
+    assert_nothing_left(out)
+
+
+@pytest.mark.timeout(600)
+def test_sigkill_of_the_orchestrator_takes_its_children_and_the_next_run_sweeps(hil_exports, tmp_path):
+    out = tmp_path / "run"
+    proc = hil(out, hil_exports, "--methods", "local", "--slots", "60")
+    wait_running(out, "local")
+    os.kill(proc.pid, signal.SIGKILL)  # no clean-up code runs in the orchestrator
+    proc.communicate(timeout=30)
+    pids = json.loads((out / "pids.json").read_text())
+    children = {n: p for n, p in pids["pids"].items() if n != "broker"}
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in children.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [n for n, p in children.items() if _alive(p)]  # they died with it (PR_SET_PDEATHSIG)
+    # what the next `splitrt hil` does first: sweep the broker (it changed user, so the kernel
+    # cleared its death signal) and the namespaces
+    if "broker" in pids["pids"]:
+        assert pids["pids"]["broker"] in sweep_stale_brokers()
+    if pids["namespace_prefix"]:
+        removed = linkem.cleanup_stale()
+        assert [ns for ns in removed if ns.startswith(pids["namespace_prefix"])]
+    assert_nothing_left(out)
