@@ -107,6 +107,7 @@ def restart_record(entry: dict[str, Any], vehicle_id: str, now_unix_s: float) ->
         "remote_backlog_s": None,
         "q_loc_flops": None,
         "observation": None,
+        "backlog_age_s": None,
         "verified": None,
         "max_abs_err": None,
         "link_security": entry.get("link_security"),

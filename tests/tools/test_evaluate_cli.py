@@ -68,3 +68,23 @@ def test_simulator_benchmarks_quick(tmp_path):
     }
     assert all(x["value"] > 0 for x in records)
     assert all({"cvs", "svs"} <= set(x["params"]) for x in records)
+
+
+def test_evaluate_and_train_default_to_the_presets_vehicles_and_v(tmp_path):
+    """Without --cvs/--svs/--v the preset's own values are used (demo: 3 CVs, 2 SVs), not the paper's."""
+    out = tmp_path / "ev"
+    r = splitrt(
+        "evaluate", "--preset", "demo", "--methods", "local", "--seeds", "1", "--set", "slots=2", "--no-plots",
+        "--out", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    [s] = json.loads((out / "summary.json").read_text())
+    assert (s["cvs"], s["svs"], s["v"]) == (3, 2, 10.0)
+    from tools.cli import build_parser
+    from tools.commands.train import resolve_preset_fields
+
+    parse = build_parser().parse_args
+    args = vars(parse(["train", "--preset", "demo", "--out", str(tmp_path / "t")]))
+    assert {k: resolve_preset_fields(args)[k] for k in ("cvs", "svs", "v")} == {"cvs": 3, "svs": 2, "v": 10.0}
+    args = vars(parse(["train", "--preset", "demo", "--cvs", "4", "--v", "50", "--out", str(tmp_path / "t")]))
+    assert {k: resolve_preset_fields(args)[k] for k in ("cvs", "svs", "v")} == {"cvs": 4, "svs": 2, "v": 50.0}

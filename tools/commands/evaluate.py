@@ -39,9 +39,19 @@ def configure(p: argparse.ArgumentParser) -> None:
         default="local,offload,random,greedy,ga,neurosurgeon,oracle",
         help="comma-separated methods (default: every baseline)",
     )
-    p.add_argument("--cvs", type=_ints, default=[5], metavar="N[,N...]", help="numbers of client vehicles")
-    p.add_argument("--svs", type=_ints, default=[5], metavar="N[,N...]", help="numbers of service vehicles")
-    p.add_argument("--v", type=_floats, default=[10.0], metavar="V[,V...]", help="Lyapunov trade-off values")
+    p.add_argument(
+        "--cvs", type=_ints, default=None, metavar="N[,N...]", help="numbers of client vehicles (default: the preset's)"
+    )
+    p.add_argument(
+        "--svs",
+        type=_ints,
+        default=None,
+        metavar="N[,N...]",
+        help="numbers of service vehicles (default: the preset's)",
+    )
+    p.add_argument(
+        "--v", type=_floats, default=None, metavar="V[,V...]", help="Lyapunov trade-off values (default: the preset's)"
+    )
     p.add_argument("--seeds", type=int, default=10, help="episodes (seeds) per method and setting")
     p.add_argument("--seed", type=int, default=0, help="base seed: episode e uses child e of SeedSequence(seed)")
     p.add_argument(
@@ -50,7 +60,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         default="product",
         help="product: every (cvs, svs, v); sweeps: vary one at a time around 5 CVs, 5 SVs, V = 10",
     )
-    p.add_argument("--preset", default="paper", help="scenario preset: paper or calibrated")
+    p.add_argument("--preset", default="paper", help="scenario preset: paper, calibrated, demo or overload")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a scenario setting")
     p.add_argument("--vehicle-profiles", type=Path, metavar="DIR", help="profiles measured on a vehicle device")
     p.add_argument("--rsu-profiles", type=Path, metavar="DIR", help="profiles measured on the RSU device")
@@ -81,6 +91,10 @@ def main(args: argparse.Namespace) -> int:
         base = config.calibrated_scenario(args.vehicle_profiles, args.rsu_profiles, paper_ratios=False, **overrides)
     else:
         base = config.preset(args.preset, **overrides)
+    # Unset sweeps take the preset's own values (demo: 3 CVs, 2 SVs).
+    args.cvs = args.cvs or [base.n_cvs]
+    args.svs = args.svs or [base.n_svs]
+    args.v = args.v or [base.v]
     if args.show_scenario:
         print(config.describe(base))
         return 0

@@ -10,6 +10,9 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+#: TrainConfig fields whose default is the scenario preset's value (demo: 3 CVs, 2 SVs).
+PRESET_FIELDS = {"cvs": "n_cvs", "svs": "n_svs", "v": "v"}
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     from policy.train_config import TrainConfig
@@ -19,11 +22,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         default = getattr(defaults, f.name)
         kind = type(default)
+        shown = default
+        if f.name in PRESET_FIELDS:  # these follow --preset unless given
+            default, shown = None, "the preset's"
         p.add_argument(
             f"--{f.name.replace('_', '-')}",
             type=kind,
             default=default,
-            help=f"{helps.get(f.name, '')} (default: {default})",
+            help=f"{helps.get(f.name, '')} (default: {shown})",
         )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -37,7 +43,7 @@ def main(args: argparse.Namespace) -> int:
     from policy.train import TrainConfig, train
     from tools.paths import output_dir
 
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    values = resolve_preset_fields({f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     cfg = TrainConfig(**values)
     _check_device(cfg.device)
     if args.resume and not (args.out / "checkpoint.pt").is_file():
@@ -47,6 +53,16 @@ def main(args: argparse.Namespace) -> int:
     out = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     print(f"trained {cfg.method} in {time.perf_counter() - start:.0f} s -> {out} (policy in {out / 'policy'})")
     return 0
+
+
+def resolve_preset_fields(values: dict) -> dict:
+    """``values`` with the unset (None) `PRESET_FIELDS` taken from the ``preset``'s scenario."""
+    from policy.config import preset
+
+    if any(values[k] is None for k in PRESET_FIELDS):
+        scenario = preset(values["preset"])
+        values = {**values, **{k: getattr(scenario, a) for k, a in PRESET_FIELDS.items() if values[k] is None}}
+    return values
 
 
 def _check_device(device: str) -> None:
