@@ -11,10 +11,12 @@ made by ``mosquitto_passwd``, and a TLS-only listener (``cafile``/``certfile``/`
 URL becomes ``mqtts://``. `make_test_ca` makes a self-signed CA and a server certificate for
 127.0.0.1/localhost with openssl, for tests and lab set-ups (a deployment uses its own PKI).
 
-mosquitto is started with ``PR_SET_PDEATHSIG`` like every child of an experiment, but as root it
-drops to its own user at start-up, and the kernel clears that flag on the change of user. So its
-config directory carries the owner's pid (``splitrt-mosq-<pid>-*``), and `sweep_stale_brokers`
-(run by the next experiment) ends brokers whose owner is gone.
+mosquitto is started with ``PR_SET_PDEATHSIG`` like every child of an experiment. Started as root
+it would drop to its own user, and the kernel clears that flag on a change of user, so the config
+says ``user root`` (which also lets it read the password file and keys in our private temp
+directory). As a safety net its config directory carries the owner's pid
+(``splitrt-mosq-<pid>-*``), and `sweep_stale_brokers` (run by the next experiment) ends brokers
+whose owner is gone.
 """
 
 from __future__ import annotations
