@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -96,6 +95,7 @@ from edge_runtime.profile import Profile
 from edge_runtime.scheduler import FairScheduler, Job
 from edge_runtime.security import ServerSecurity, SocketEvents, warn_plain
 from edge_runtime.segments import SegmentRunner
+from edge_runtime.signals import stop_on_signals
 from edge_runtime.speed import SpeedEmulation, pace_times
 from edge_runtime.wire import (
     MAX_HEADER_BYTES,
@@ -499,22 +499,7 @@ class EdgeServer:
                 log.warning("%s: slot hook failed: %s", self.name, exc)
 
     def _install_signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum, _frame):
-            log.info("%s: signal %d, shutting down", self.name, signum)
-            self.stop()
-
-        for s in previous:
-            signal.signal(s, handler)
-
-        def restore() -> None:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-        return restore
+        return stop_on_signals(self.stop, f"{self.name}: shutting down")
 
     def _begin_shutdown(self, router: zmq.Socket) -> None:
         with self._cv:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import time
 from collections import deque
@@ -66,6 +65,7 @@ from edge_runtime.records import DURATION_KEYS, RecordSink
 from edge_runtime.security import ClientSecurity, SocketEvents, warn_plain
 from edge_runtime.segments import SegmentRunner, open_session
 from edge_runtime.server import node_backlog_flops
+from edge_runtime.signals import stop_on_signals
 from edge_runtime.speed import SpeedEmulation
 from edge_runtime.trace import LinkTrace
 from edge_runtime.wire import (
@@ -460,22 +460,7 @@ class Vehicle:
                 log.warning("%s: slot hook failed: %s", self.config.vehicle_id, exc)
 
     def _install_signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum, _frame):
-            log.info("%s: signal %d: no new tasks, finishing the open ones", self.config.vehicle_id, signum)
-            self.stop()
-
-        for s in previous:
-            signal.signal(s, handler)
-
-        def restore() -> None:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-        return restore
+        return stop_on_signals(self.stop, f"{self.config.vehicle_id}: no new tasks, finishing the open ones")
 
     # ---- arrivals and decisions ------------------------------------------------------------
     def decision_context(self, slot: int) -> DecisionContext:

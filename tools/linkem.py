@@ -242,68 +242,9 @@ class Topology:
         available and asked for). Replaces the previous qdisc, so it can run every slot."""
         link = self.links[link] if isinstance(link, str) else link
         rate = max(int(bits_per_s), 8_000)
-        burst = max(int(rate / 8 * self.burst_s), MIN_BURST_BYTES)
         for ns, dev in ((link.ns_a, link.dev_a), (link.ns_b, link.dev_b)):
-            if self.netem:
-                _run(
-                    [
-                        "tc",
-                        "-n",
-                        ns,
-                        "qdisc",
-                        "replace",
-                        "dev",
-                        dev,
-                        "root",
-                        "handle",
-                        "1:",
-                        "netem",
-                        "delay",
-                        f"{self.delay_ms}ms",
-                    ]
-                )
-                _run(
-                    [
-                        "tc",
-                        "-n",
-                        ns,
-                        "qdisc",
-                        "replace",
-                        "dev",
-                        dev,
-                        "parent",
-                        "1:1",
-                        "handle",
-                        "10:",
-                        "tbf",
-                        "rate",
-                        f"{rate}bit",
-                        "burst",
-                        str(burst),
-                        "latency",
-                        "100ms",
-                    ]
-                )
-            else:
-                _run(
-                    [
-                        "tc",
-                        "-n",
-                        ns,
-                        "qdisc",
-                        "replace",
-                        "dev",
-                        dev,
-                        "root",
-                        "tbf",
-                        "rate",
-                        f"{rate}bit",
-                        "burst",
-                        str(burst),
-                        "latency",
-                        "100ms",
-                    ]
-                )
+            for line in self._qdisc_lines(dev, rate):
+                _run(["tc", "-n", ns, *line.split()])
         self.rates_bps[link.name] = float(rate)
 
     def set_down(self, link: Link | str, down: bool = True) -> None:
