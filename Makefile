@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 EXPORTS := exports
 
-.PHONY: setup sysdeps demo test lint bench arm-check clean
+.PHONY: setup sysdeps demo test lint bench arm-deps arm-check clean
 
 setup: $(STAMP) sysdeps
 
@@ -48,7 +48,19 @@ bench: $(STAMP)
 
 # On demand, as root, not part of `test`: the device side in an emulated arm64 Raspberry Pi
 # (first run builds a cached rootfs, ~10 min; see tools/arm_check.py and the README).
-arm-check: $(STAMP)
+# arm-deps installs the emulation tools with apt when one of them is missing (root only: the
+# check itself needs root for debootstrap, chroot, mount and binfmt_misc).
+ARMTOOLS := qemu-aarch64-static update-binfmts debootstrap
+ARMPKGS  := qemu-user-static binfmt-support debootstrap
+arm-deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "arm-check: run as root (sudo make arm-check)" >&2; exit 1; fi; \
+	missing=""; for t in $(ARMTOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "missing$$missing: installing $(ARMPKGS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(ARMPKGS) >/dev/null; \
+	fi
+
+arm-check: $(STAMP) arm-deps
 	PYTHON=$(BIN)/python tools/arm_check.sh
 
 clean:

@@ -80,3 +80,49 @@ def two_input_model() -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def policy_model(n_nodes: int, n_types: int, max_actions: int, steps: int, seed: int = 0) -> onnx.ModelProto:
+    """An on-device policy graph with edge_runtime.policy's interface, small enough for an oracle.
+
+    q = Where(mask, (obs * scale) @ w_obs + type_onehot @ w_type + 0.1 * noise.sum(1), -1e9) and
+    action = argmax q; ``scale`` takes the queues (FLOPs) to GFLOP and the positions (m) to 100 m.
+    Initializers: scale (2J+1,), w_obs (2J+1, A), w_type (K, A).
+    """
+    rng = np.random.default_rng(seed)
+    d = 2 * n_nodes + 1
+    scale = np.array([1e-9] * (n_nodes + 1) + [1e-2] * n_nodes, dtype=np.float32)
+    nodes = [
+        helper.make_node("Mul", ["obs", "scale"], ["s"]),
+        helper.make_node("MatMul", ["s", "w_obs"], ["h_obs"]),
+        helper.make_node("MatMul", ["type_onehot", "w_type"], ["h_type"]),
+        helper.make_node("ReduceSum", ["noise", "axes"], ["n_sum"], keepdims=0),
+        helper.make_node("Mul", ["n_sum", "tenth"], ["h_noise"]),
+        helper.make_node("Add", ["h_obs", "h_type"], ["h1"]),
+        helper.make_node("Add", ["h1", "h_noise"], ["h"]),
+        helper.make_node("Where", ["mask", "h", "masked"], ["q"]),
+        helper.make_node("ArgMax", ["q"], ["action"], axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "policy",
+        [
+            helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["B", d]),
+            helper.make_tensor_value_info("type_onehot", TensorProto.FLOAT, ["B", n_types]),
+            helper.make_tensor_value_info("mask", TensorProto.BOOL, ["B", max_actions]),
+            helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["B", steps, max_actions]),
+        ],
+        [
+            helper.make_tensor_value_info("q", TensorProto.FLOAT, ["B", max_actions]),
+            helper.make_tensor_value_info("action", TensorProto.INT64, ["B"]),
+        ],
+        [
+            numpy_helper.from_array(scale, "scale"),
+            _init("w_obs", (d, max_actions), rng),
+            _init("w_type", (n_types, max_actions), rng),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
+            numpy_helper.from_array(np.array(0.1, dtype=np.float32), "tenth"),
+            numpy_helper.from_array(np.array(-1e9, dtype=np.float32), "masked"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -17,19 +17,26 @@ Run as root, on demand (not part of `make test`): ``tools/arm_check.sh`` or
   torch_free      (emulated) every edge_runtime module imports; torch neither loaded nor installed.
   segments        (emulated) edge_runtime.segments.SegmentRunner on the host's export matches the
                   host's whole-model output (tools/arm_check_device.py DEFAULT_RTOL).
-  policy_decision (emulated) hook for issue 5's on-device ONNX policy: not available yet.
-  live_vehicle    hook for issue 3: `splitrt vehicle` (emulated) against `splitrt serve` (host)
-                  over 127.0.0.1: not available yet.
+  policy_decision (host + emulated) the first on-device policy under policy/trained/ (default/
+                  if present; FAILS if there is none) decides on seeded eq (53) observations on
+                  the host and, with the installed package, inside: identical actions, q within
+                  tools/arm_check_device.py DECISION_ATOL, torch not loaded.
+  live_vehicle    `splitrt serve` (RSU, host Python, host export) on tcp://127.0.0.1:*, and
+                  `splitrt vehicle --verify` of the rootfs venv inside (the chroot shares the
+                  host's loopback) for VEHICLE_SLOTS slots, once with ``fixed:K`` (middle cut:
+                  head on aarch64, tail on the x86 RSU) and once ``local``: every task recorded
+                  once, all remote (remote compute > 0) resp. all local, every output verified
+                  against the whole model. The RSU is stopped at the end, also on failure.
 
-A stage whose feature is not in the project yet reports "unavailable" and does not fail the
-check; a stage whose prerequisite did not pass is "skipped". The exit status is 1 if any stage
-that ran failed (or clean-up failed), 130 on Ctrl-C, else 0. Everything this run mounts or
-enables is undone in reverse order at the end, also on failure, Ctrl-C or SIGTERM, and any
-process still running inside the rootfs is ended; the last summary line says so.
+A stage whose prerequisite did not pass is "skipped". The exit status is 1 if any stage that
+ran failed (or clean-up failed), 130 on Ctrl-C, else 0. Everything this run mounts or enables is
+undone in reverse order at the end, also on failure, Ctrl-C or SIGTERM, and any process still
+running inside the rootfs is ended; the last summary line says so.
 Emulated compute is ~100x slower than a real Cortex-A72: this proves function, never timing.
 
-Module level uses only the stdlib, so the orchestration runs with any Python 3.11+; the
-host_export stage runs ``--host-python`` (default: this interpreter), which needs torch.
+Module level uses only the stdlib, so the orchestration runs with any Python 3.11+; the host
+sides of host_export, policy_decision and live_vehicle run ``--host-python`` (default: this
+interpreter), which needs torch for the export.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.arm_check_device import DEFAULT_RTOL, RESULT_PREFIX
+from tools.arm_check_device import DECISION_ATOL, DEFAULT_RTOL, RESULT_PREFIX
 
 log = logging.getLogger("arm-check")
 
@@ -77,9 +84,19 @@ CHECK_DIR = "/mnt/splitrt-check"  # the host's export + reference, bound read-on
 BASE_MARKER = "/var/lib/splitrt-arm-check/base.json"
 DEPS_MARKER = "/var/lib/splitrt-arm-check/deps.json"
 ROOTFS_CA = "/etc/ssl/certs/splitrt-host-ca.crt"
+RECORDS_DIR = "/tmp/splitrt-arm-check"  # the emulated vehicles' records
+
+#: Where the repo ships on-device policies (edge_runtime.policy: POLICY_META + policy.onnx per dir).
+POLICY_ROOT = "policy/trained"
+POLICY_META = "policy.json"
+#: live_vehicle: slots per vehicle run and their length. The emulated ResNet18 chain takes ~18 s,
+#: so tasks queue on the vehicle whatever the slot; 5 s keeps the run short and the RSU's
+#: allocation period sane. Only completion and correctness are checked, never a timing.
+VEHICLE_SLOTS = 6
+VEHICLE_SLOT_S = 5.0
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
-PASSED, FAILED, UNAVAILABLE, SKIPPED = "passed", "failed", "unavailable", "skipped"
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 
 
 class CommandFailed(Exception):
@@ -88,10 +105,6 @@ class CommandFailed(Exception):
     def __init__(self, message: str, output: str = "") -> None:
         super().__init__(message)
         self.output = output
-
-
-class StageUnavailable(Exception):
-    """The feature a stage checks is not in the project yet; the message says why."""
 
 
 # ---- pure parts --------------------------------------------------------------------------------
@@ -166,8 +179,8 @@ class StageResult:
 def summarize(results: Sequence[StageResult], facts: dict[str, str] | None = None) -> tuple[str, int]:
     """The summary table and the exit status: 1 if any stage failed, else 0.
 
-    Unavailable stages (features not in the project yet) and stages skipped because a prerequisite
-    did not pass do not fail the check by themselves.
+    A stage skipped because a prerequisite did not pass does not fail it by itself: the failed
+    prerequisite already did.
     """
     lines = ["", "arm-check summary"]
     for r in results:
@@ -175,10 +188,90 @@ def summarize(results: Sequence[StageResult], facts: dict[str, str] | None = Non
     for key, value in (facts or {}).items():
         lines.append(f"  {key}: {value}")
     failed = [r.name for r in results if r.status == FAILED]
-    counts = {s: sum(r.status == s for r in results) for s in (PASSED, FAILED, UNAVAILABLE, SKIPPED)}
+    counts = {s: sum(r.status == s for r in results) for s in (PASSED, FAILED, SKIPPED)}
     tally = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     lines.append(f"result: {'FAIL (' + ', '.join(failed) + ')' if failed else 'PASS'}; {tally}")
     return "\n".join(lines), 1 if failed else 0
+
+
+def find_policy(repo: Path) -> Path:
+    """The on-device policy the repo ships: POLICY_ROOT/default if it has one, else the first
+    directory under POLICY_ROOT (sorted) holding a POLICY_META. CommandFailed if there is none."""
+    root = repo / POLICY_ROOT
+    found = sorted(p.parent for p in root.rglob(POLICY_META)) if root.is_dir() else []
+    if not found:
+        raise CommandFailed(
+            f"no on-device policy under {root} (a directory with {POLICY_META} + policy.onnx): ship one, e.g. "
+            f"`splitrt export-policy --run RUN --out {POLICY_ROOT}/default`"
+        )
+    default = root / "default"
+    return default if default in found else found[0]
+
+
+def compare_decisions(host: dict[str, Any], device: dict[str, Any], atol: float = DECISION_ATOL) -> str:
+    """Check that the device made the host's decisions: the same action for every sample, the same
+    valid-action set and q within ``atol`` * max(1, max |q_host|); a one-line detail, else CommandFailed.
+
+    ``host`` and ``device`` are the results of tools/arm_check_device.py ``decision`` on one inputs file.
+    """
+    n = len(host["actions"])
+    if device["models"] != host["models"] or len(device["actions"]) != n:
+        raise CommandFailed(f"the device decided on other samples: {device['models']} vs the host's {host['models']}")
+    differ = [b for b in range(n) if device["actions"][b] != host["actions"][b]]
+    if differ:
+        b = differ[0]
+        ha, da = host["actions"][b], device["actions"][b]
+        raise CommandFailed(
+            f"actions differ on {len(differ)} of {n} samples; sample {b} ({host['models'][b]}): host "
+            f"{host['machine']} chose {ha} (q {host['q'][b][ha]}), {device['machine']} chose {da} "
+            f"(q {device['q'][b][da]}; its q of {ha}: {device['q'][b][ha]})"
+        )
+    worst, scale = 0.0, 1.0
+    for b, (hq, dq) in enumerate(zip(host["q"], device["q"], strict=True)):
+        if [v is None for v in hq] != [v is None for v in dq]:
+            raise CommandFailed(f"sample {b}: the valid actions differ between host and device")
+        for h, d in zip(hq, dq, strict=True):
+            if h is not None:
+                worst, scale = max(worst, abs(h - d)), max(scale, abs(h))
+    if not worst <= atol * scale:
+        raise CommandFailed(f"q differs by {worst:.3e} between host and device (> {atol:g} x {scale:.3g})")
+    pairs = ", ".join(f"{c}@{j}" for c, j in zip(device["cuts"], device["nodes"], strict=True))
+    return (
+        f"{device['method']}: {n} decisions on {device['machine']} == {host['machine']} host: identical "
+        f"actions (cut@node {pairs}); max |q diff| {worst:.1e} <= {atol * scale:.0e}; torch not loaded"
+    )
+
+
+def check_vehicle_records(
+    records: Sequence[dict[str, Any]], *, n_tasks: int, outcome: str, cut: int, node: int | None
+) -> str:
+    """Check one vehicle run's records: every task exactly once, all with ``outcome`` at (cut,
+    node), each output verified against the whole model, and, when remote, computed by the node
+    (remote compute > 0). A one-line detail, else CommandFailed naming the first bad tasks."""
+    ids = [r["task_id"] for r in records]
+    if sorted(r["index"] for r in records) != list(range(n_tasks)) or len(set(ids)) != len(ids):
+        raise CommandFailed(f"expected tasks 0..{n_tasks - 1} once each, got indices {[r['index'] for r in records]}")
+    checks: list[tuple[str, Callable[[dict[str, Any]], bool]]] = [
+        (f"outcome {outcome}", lambda r: r["outcome"] == outcome),
+        (f"cut {cut}, node {node}", lambda r: r["cut"] == cut and r["node"] == node),
+        ("verified against the whole model", lambda r: r["verified"] is True),
+    ]
+    if outcome == "remote":
+        checks.append(("remote compute > 0", lambda r: r["remote_compute_s"] > 0 and r["node_name"] is not None))
+    else:
+        checks.append(
+            ("local compute > 0, none remote", lambda r: r["local_compute_s"] > 0 and r["remote_compute_s"] == 0)
+        )
+    for what, ok in checks:
+        bad = [r for r in records if not ok(r)]
+        if bad:
+            shown = ", ".join(
+                f"{r['task_id']} ({r['outcome']}, cut {r['cut']}, {r['reason'] or 'no reason'})" for r in bad[:3]
+            )
+            raise CommandFailed(f"{len(bad)} of {n_tasks} tasks not {what}: {shown}")
+    max_err = max(r["max_abs_err"] for r in records)
+    where = f"by {records[0]['node_name']}" if outcome == "remote" else "on the vehicle"
+    return f"{n_tasks}/{n_tasks} {outcome} at cut {cut} {where}, all verified (max abs err {max_err:.1e})"
 
 
 # ---- the host: commands, mounts, processes (one object so tests can fake it) -----------------------
@@ -402,26 +495,65 @@ def run_inside(ctx: Context, argv: Sequence[str | Path], *, timeout_s: float) ->
 
 def device_check(ctx: Context, *args: str, timeout_s: float = 1800) -> dict[str, Any]:
     """Run ``python -m tools.arm_check_device ARGS`` with the rootfs venv; its result JSON."""
+    argv = [f"{VENV}/bin/python", "-m", "tools.arm_check_device", *args]
+    return check_result(lambda: run_inside(ctx, argv, timeout_s=timeout_s), args[0])
+
+
+def host_check(ctx: Context, *args: str | Path, timeout_s: float = 600) -> dict[str, Any]:
+    """Run ``python -m tools.arm_check_device ARGS`` on the host (``ctx.host_python``); its result JSON."""
+    argv = [ctx.host_python, "-m", "tools.arm_check_device", *args]
+    return check_result(lambda: ctx.host.run(argv, cwd=ctx.repo, timeout_s=timeout_s), str(args[0]))
+
+
+def check_result(run: Callable[[], str], name: str) -> dict[str, Any]:
+    """The passing result JSON of a check ``run`` prints, else CommandFailed with the check's error."""
     try:
-        output = run_inside(ctx, [f"{VENV}/bin/python", "-m", "tools.arm_check_device", *args], timeout_s=timeout_s)
+        output = run()
     except CommandFailed as exc:
         result = result_from_output(exc.output)
         raise CommandFailed(result["error"] if result and "error" in result else str(exc)) from None
     result = result_from_output(output)
     if result is None or not result.get("ok"):
-        raise CommandFailed(f"device check {args[0]} printed no passing result")
+        raise CommandFailed(f"check {name} printed no passing result")
     return result
 
 
 def start_host_process(ctx: Context, argv: Sequence[str | Path], log_name: str) -> subprocess.Popen:
     """Start a long-running host process (e.g. the RSU) that clean-up ends if it is still running.
 
-    Its output goes to ``ctx.workdir / log_name`` (a pipe nobody reads would block it when full).
+    Its output goes to ``ctx.workdir / log_name`` (a pipe nobody reads would block it when full),
+    unbuffered so `wait_for_line` sees each line as it is printed.
     """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(ctx.workdir / log_name, "w") as log_file:
-        proc = ctx.host.start(argv, cwd=ctx.repo, stdout=log_file)
+        proc = ctx.host.start(argv, cwd=ctx.repo, stdout=log_file, env=env)
     ctx.undo.push(f"end {' '.join(str(a) for a in argv[:4])} (pid {proc.pid})", lambda: ctx.host.end(proc))
     return proc
+
+
+def log_tail(path: Path, n: int = 6) -> str:
+    """The last ``n`` lines of a log file on one line ("" if it does not exist)."""
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return " | ".join(line.strip() for line in lines[-n:])
+
+
+def wait_for_line(proc: subprocess.Popen, log_path: Path, prefix: str, timeout_s: float) -> str:
+    """The rest of the first line of ``log_path`` starting with ``prefix``, once ``proc`` prints it.
+
+    CommandFailed (with the log's tail) if ``proc`` exits first or nothing comes in ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+        tail = log_tail(log_path)
+        if proc.poll() is not None:
+            raise CommandFailed(f"{log_path.name}: the process exited {proc.returncode} before `{prefix}...`: {tail}")
+        if time.monotonic() > deadline:
+            raise CommandFailed(f"{log_path.name}: no `{prefix}...` line within {timeout_s:.0f} s: {tail}")
+        time.sleep(0.2)
 
 
 def remove_tree(host: Host, path: Path) -> None:
@@ -630,48 +762,86 @@ def stage_segments(ctx: Context) -> str:
 
 
 def stage_policy_decision(ctx: Context) -> str:
-    """Hook for issue 5: the on-device ONNX policy decision, inside the emulated system.
+    """The shipped on-device policy decides on aarch64 exactly as on the x86 host.
 
-    To wire it when issue 5 lands: add a ``decision`` check to tools/arm_check_device.py that,
-    with the installed package only, loads the shipped policy through edge_runtime's policy
-    decision API, feeds it an observation laid out by edge_runtime.observation (eq 53) for
-    ``ctx.model``'s export, and asserts that the returned (cut, node) is valid and that torch was
-    not imported. Then replace the body below with ``bind_check_dir(ctx)`` and
-    ``result = device_check(ctx, "decision", "--policy", f"{SRC}/policy/trained/default",
-    "--segments", f"{CHECK_DIR}/exports/{ctx.model}")`` (stage_install copied the committed
-    policy into the rootfs at SRC) and return a one-line detail from ``result``.
+    The policy directory is copied into the bound work directory (not taken from SRC, where
+    only git-visible files arrive); the host writes seeded observations, decides on them with its
+    own onnxruntime, the emulated system decides on the same file with the installed package,
+    and `compare_decisions` asserts identical actions and q within DECISION_ATOL.
     """
-    shipped = sorted((ctx.repo / "policy" / "trained" / "default").glob("*.onnx"))
-    if not shipped:
-        raise StageUnavailable("no shipped ONNX policy in policy/trained/default/ nor its edge_runtime API (issue 5)")
-    raise StageUnavailable(
-        f"{shipped[0].relative_to(ctx.repo)} exists now: wire tools/arm_check.py stage_policy_decision"
+    policy = find_policy(ctx.repo)
+    copy = ctx.workdir / "policy"
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(policy, copy)
+    bind_check_dir(ctx)
+    inputs = ctx.workdir / "decision-inputs.npz"
+    host_check(ctx, "decision-inputs", "--policy", copy, "--out", inputs)
+    host = host_check(ctx, "decision", "--policy", copy, "--inputs", inputs)
+    device = device_check(
+        ctx, "decision", "--policy", f"{CHECK_DIR}/policy", "--inputs", f"{CHECK_DIR}/decision-inputs.npz"
     )
+    return f"{policy.relative_to(ctx.repo)} ({compare_decisions(host, device)})"
+
+
+def run_emulated_vehicle(ctx: Context, endpoint: str, label: str, decider: str) -> list[dict[str, Any]]:
+    """`splitrt vehicle` of the rootfs venv on the bound export against ``endpoint``; its records."""
+    out = f"{RECORDS_DIR}/{label}.jsonl"
+    ctx.inside(out).unlink(missing_ok=True)  # the vehicle appends
+    run_inside(
+        ctx,
+        [
+            f"{VENV}/bin/splitrt", "vehicle", "--segments", f"{CHECK_DIR}/exports/{ctx.model}",
+            "--edge", endpoint, "--slots", str(VEHICLE_SLOTS), "--slot-s", repr(VEHICLE_SLOT_S),
+            "--decider", decider, "--timeout-s", "120", "--connect-s", "120", "--verify",
+            "--id", f"arm-{label}", "--out", out,
+        ],
+        timeout_s=2400,
+    )  # fmt: skip
+    lines = ctx.inside(out).read_text().splitlines() if ctx.inside(out).exists() else []
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def stage_live_vehicle(ctx: Context) -> str:
-    """Hook for issue 3: `splitrt vehicle` in the emulated system against `splitrt serve` on the host.
+    """`splitrt vehicle` in the emulated system against `splitrt serve` (RSU) on the host.
 
-    To wire it when issue 3 lands: ``bind_check_dir(ctx)`` (the host's export at CHECK_DIR),
-    start the RSU on the host with
-    ``start_host_process(ctx, [ctx.host_python, "-m", "tools.cli", "serve", "--segments",
-    ctx.workdir / "exports" / ctx.model, "--role", "rsu", "--bind", "tcp://127.0.0.1:PORT"],
-    "rsu.log")`` (clean-up ends it; wait until it listens), then run the vehicle
-    inside with ``run_inside(ctx, [f"{VENV}/bin/splitrt", "vehicle", "--segments",
-    f"{CHECK_DIR}/exports/{ctx.model}", "--edge", "tcp://127.0.0.1:PORT", "--slots", "6", "--out",
-    "/tmp/records.jsonl", ...], timeout_s=...)`` (the rootfs shares the host's network, so
-    127.0.0.1 is the host), read ``ctx.inside("/tmp/records.jsonl")`` and assert that every
-    generated task completed exactly once and that both remote and local outcomes occur (a
-    decider or cut that forces each, e.g. ``fixed:K`` and a local cut), naming the counts in the detail.
+    The RSU serves the host's export on 127.0.0.1 (the chroot shares the host's network
+    namespace); the aarch64 vehicle runs the same export bound read-only, twice: ``fixed:K`` at
+    the middle cut (head on aarch64, tail on the x86 RSU) and ``local``, both with ``--verify``
+    (every output against the whole model on the vehicle). `check_vehicle_records` asserts the
+    records. The RSU is stopped at the end, also on failure (and clean-up ends it regardless).
     """
-    from tools.cli import VERBS
-
-    missing = [verb for verb in ("serve", "vehicle") if verb not in VERBS]
-    if missing:
-        raise StageUnavailable(f"`splitrt {'` / `splitrt '.join(missing)}` not in tools/cli.py VERBS yet (issue 3)")
-    raise StageUnavailable(
-        "`splitrt serve` and `splitrt vehicle` exist now: wire tools/arm_check.py stage_live_vehicle"
-    )
+    bind_check_dir(ctx)
+    export = ctx.workdir / "exports" / ctx.model
+    n_segments = len(json.loads((export / "manifest.json").read_text())["segments"])
+    middle = n_segments // 2
+    rsu_log = ctx.workdir / "rsu.log"
+    rsu = start_host_process(
+        ctx,
+        [
+            ctx.host_python, "-m", "tools.cli", "serve", "--segments", export, "--role", "rsu",
+            "--bind", "tcp://127.0.0.1:*", "--slot-s", repr(VEHICLE_SLOT_S),
+        ],
+        rsu_log.name,
+    )  # fmt: skip
+    details = []
+    try:
+        endpoint = wait_for_line(rsu, rsu_log, "listening ", timeout_s=600)
+        try:
+            for label, decider, outcome, cut, node in (
+                ("fixed", f"fixed:{middle}", "remote", middle, 0),
+                ("local", "local", "local", n_segments, None),
+            ):
+                records = run_emulated_vehicle(ctx, endpoint, label, decider)
+                check = check_vehicle_records(records, n_tasks=VEHICLE_SLOTS, outcome=outcome, cut=cut, node=node)
+                details.append(f"{decider}: {check}")
+            if rsu.poll() is not None:
+                raise CommandFailed(f"the RSU exited {rsu.returncode} during the run")
+        except CommandFailed as exc:
+            raise CommandFailed(f"{exc}; RSU log: {log_tail(rsu_log)}", exc.output) from None
+    finally:
+        ctx.host.end(rsu)
+    return f"aarch64 vehicle -> x86 RSU {endpoint}: " + "; ".join(details) + f"; RSU stopped (exit {rsu.returncode})"
 
 
 @dataclass(frozen=True)
@@ -714,8 +884,6 @@ def run_stages(
                 raise
             if stage.name == fail_at:
                 detail, state = f"deliberate failure after the stage ran (--fail-at {fail_at})", FAILED
-        except StageUnavailable as exc:
-            detail, state = f"stage not available yet: {exc}", UNAVAILABLE
         except Exception as exc:
             detail, state = f"{type(exc).__name__}: {exc}", FAILED
             log.debug("stage %s failed", stage.name, exc_info=True)

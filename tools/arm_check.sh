@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make arm-check`: prove the device side on 64-bit ARM in an emulated Raspberry Pi (issue 8).
 #
-# Run as root, on demand (it is not part of `make test`):
+# Run as root, on demand (it is not part of `make test`; `make arm-check` also installs the apt
+# packages below when a tool is missing):
 #   tools/arm_check.sh [--model resnet18] [--fail-at STAGE] [--quiet]
 # The first run builds an arm64 Debian rootfs (~10 min, cached in $SPLITRT_ARM_ROOTFS,
 # default /var/cache/splitrt/arm64-rootfs); later runs reuse it. Needs:

@@ -14,7 +14,13 @@ Checks (``CHECKS``):
               imported nor installed, and edge_runtime must come from the installed package.
   segments    runs an export made on the host with edge_runtime.segments.SegmentRunner and
               compares it with the host's whole-model output (cross-architecture parity).
+  decision    loads an on-device policy directory (edge_runtime.policy.OnDevicePolicy: policy.onnx
+              + policy.json) and decides on the observations of a ``decision-inputs`` file; prints
+              every action and the q values of the valid ones. Run on the host AND in the emulated
+              system, tools/arm_check.py compares the two (same actions, q within DECISION_ATOL).
   reference   (host side) writes that input and whole-model output with the host's onnxruntime.
+  decision-inputs  (host side) writes seeded eq (53) observations, DNN types, node availability
+              and diffusion noise for ``decision``, so both architectures decide on the same bytes.
 """
 
 from __future__ import annotations
@@ -39,6 +45,11 @@ RESULT_PREFIX = "ARM_CHECK_RESULT "
 #: bound (models/segmenter.py PARITY_RTOL). x86 AVX and ARM NEON kernels sum in different orders,
 #: so bitwise equality is not expected; a wrong layer or weight is off by O(1) of the scale.
 DEFAULT_RTOL = 1e-4
+
+#: Decision parity: max |q_device - q_host| over the valid actions <= DECISION_ATOL * max(1,
+#: max |q_host|). q is the graph's float32 output (softmax of x0 for MAD2RL, Q values for P-QMIX);
+#: a different summation order moves it by ~1e-7 of its scale, a wrong weight by far more.
+DECISION_ATOL = 1e-5
 
 #: Linux arm64 AT_HWCAP bits (arch/arm64/include/uapi/asm/hwcap.h), bit i -> name.
 HWCAP_NAMES = (
@@ -213,11 +224,98 @@ def make_reference(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": manifest.model, "machine": platform.machine(), "out": str(args.out)}
 
 
+def make_decision_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """Host side: ``args.n`` seeded observations in eq (53)'s units, one DNN type each (the policy's
+    types in turn), node availability and the diffusion noise (unused by a P-QMIX actor).
+
+    Written to a file rather than re-drawn on the device: both architectures must decide on the
+    same bytes, and numpy's normal sampler uses libm, whose last bits may differ between them.
+    Sample 0 is an idle vehicle at the RSU; the last one reaches only the RSU (every SV masked).
+    """
+    import numpy as np
+
+    from edge_runtime import observation as obs_layout
+    from edge_runtime.policy import OnDevicePolicy
+
+    if args.n < 1:
+        raise SplitrtError(f"--n must be >= 1 observation, got {args.n}")
+    policy = OnDevicePolicy(args.policy)
+    rng = np.random.default_rng(args.seed)
+    n, n_sv = args.n, policy.n_nodes - 1
+    q_loc = rng.uniform(0.0, 5e9, n)  # FLOPs: up to a few ResNet18/VGG16 tasks queued
+    q_rsu = rng.uniform(0.0, 5e9, n)
+    q_sv = rng.uniform(0.0, 3e9, (n, n_sv))
+    pos = rng.uniform(-500.0, 500.0, n)  # m along the road, RSU at 0
+    sv_pos = rng.uniform(-500.0, 500.0, (n, n_sv))
+    q_loc[0] = q_rsu[0] = pos[0] = 0.0
+    q_sv[0] = sv_pos[0] = 0.0
+    obs = obs_layout.build_observation(q_loc, q_rsu, q_sv, pos, sv_pos)
+    node_ok = rng.random((n, policy.n_nodes)) < 0.75
+    node_ok[:, 0] = True
+    node_ok[-1, 1:] = False
+    models = np.array([policy.types[b % len(policy.types)] for b in range(n)])
+    noise = rng.standard_normal((n, max(policy.steps, 1), policy.max_actions)).astype(np.float32)
+    np.savez(args.out, obs=obs, models=models, node_ok=node_ok, noise=noise)
+    print(f"decision inputs: {n} observations of {obs.shape[1]} values for {policy.name} ({policy.directory})")
+    return {"n": n, "out": str(args.out)}
+
+
+def check_decision(args: argparse.Namespace) -> dict[str, Any]:
+    """Decide on every observation of ``args.inputs`` with the policy; each action must be valid."""
+    import numpy as np
+
+    from edge_runtime import observation as obs_layout
+    from edge_runtime.policy import OnDevicePolicy
+
+    if not args.inputs.is_file():
+        raise SplitrtError(f"no decision inputs at {args.inputs} (write them with decision-inputs)")
+    data = np.load(args.inputs)
+    models = [str(m) for m in data["models"]]
+    start = time.perf_counter()
+    policy = OnDevicePolicy(args.policy)  # checks policy.onnx against the sha256 in policy.json
+    load_s = time.perf_counter() - start
+    start = time.perf_counter()
+    q, action = policy.q_values(data["obs"], models, data["node_ok"], data["noise"])
+    run_s = time.perf_counter() - start
+    mask = policy.masks(models, data["node_ok"])
+    actions = [int(a) for a in action]
+    cuts, nodes = [], []
+    for b, (model, a) in enumerate(zip(models, actions, strict=True)):
+        cut, node = obs_layout.decode_action(a, policy.n_nodes)
+        print(f"  sample {b}: {model:<10} action {a:3d} -> cut {cut:2d}, node {node}; q[a] = {q[b, a]:.6f}")
+        if not (0 <= a < policy.max_actions and mask[b, a]):
+            raise CheckFailed(f"sample {b} ({model}): action {a} is not a valid action of the mask")
+        cuts.append(int(cut))
+        nodes.append(int(node))
+    loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+    print(
+        f"{policy.name} policy from {policy.directory}: loaded in {load_s:.2f} s, {len(models)} decisions in "
+        f"{run_s:.3f} s on {platform.machine()} (under qemu no timing means anything); torch loaded: {loaded}"
+    )
+    if loaded:
+        raise CheckFailed(f"deciding imported torch: {loaded[:5]}")
+    return {
+        "machine": platform.machine(),
+        "method": policy.name,
+        "models": models,
+        "actions": actions,
+        "cuts": cuts,
+        "nodes": nodes,
+        # Valid actions only (None elsewhere): the masked ones are a constant, not a computation.
+        "q": [
+            [float(v) if ok else None for v, ok in zip(row, row_ok, strict=True)]
+            for row, row_ok in zip(q, mask, strict=True)
+        ],
+    }
+
+
 CHECKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "machine": check_machine,
     "torch-free": check_torch_free,
     "segments": check_segments,
     "reference": make_reference,
+    "decision": check_decision,
+    "decision-inputs": make_decision_inputs,
 }
 
 
@@ -234,6 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--segments", type=Path, required=True, help="export directory (manifest.json)")
     ref.add_argument("--seed", type=int, default=0, help="seed of the standard-normal input")
     ref.add_argument("--out", type=Path, required=True, help=".npz to write (input, output)")
+    dec = sub.add_parser("decision")
+    dec.add_argument("--policy", type=Path, required=True, help="policy directory (policy.onnx + policy.json)")
+    dec.add_argument("--inputs", type=Path, required=True, help=".npz written by decision-inputs")
+    inp = sub.add_parser("decision-inputs")
+    inp.add_argument("--policy", type=Path, required=True, help="policy directory (policy.onnx + policy.json)")
+    inp.add_argument("--n", type=int, default=8, help="observations to write")
+    inp.add_argument("--seed", type=int, default=0, help="seed of the observations and noise")
+    inp.add_argument("--out", type=Path, required=True, help=".npz to write (obs, models, node_ok, noise)")
     return parser
 
 

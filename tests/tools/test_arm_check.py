@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import struct
 import subprocess
@@ -9,8 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 
+from edge_runtime import observation as obs_layout
+from edge_runtime.manifest import sha256_file
+from tests.onnx_graphs import policy_model
 from tools import arm_check as ac
 from tools import arm_check_device as dev
 
@@ -87,13 +93,13 @@ def test_mountinfo_parsing_and_prefixes():
 def test_summary_fails_only_on_a_failed_stage():
     ok = [
         ac.StageResult("machine", ac.PASSED, "aarch64", 1.0),
-        ac.StageResult("policy_decision", ac.UNAVAILABLE, "stage not available yet: issue 5"),
+        ac.StageResult("policy_decision", ac.PASSED, "pqmix: 8 decisions"),
         ac.StageResult("clean-up", ac.PASSED),
     ]
     text, code = ac.summarize(ok, {"qemu": "7.2"})
     assert code == 0
-    assert "result: PASS; 2 passed, 1 unavailable" in text
-    assert "UNAVAILABLE" in text and "qemu: 7.2" in text
+    assert "result: PASS; 3 passed" in text
+    assert "qemu: 7.2" in text
     text, code = ac.summarize([*ok, ac.StageResult("segments", ac.FAILED, "rel err 1")])
     assert code == 1
     assert "result: FAIL (segments)" in text
@@ -146,43 +152,229 @@ def test_stage_statuses_and_prerequisites(tmp_path):
     def boom(ctx):
         raise ac.CommandFailed("pip exited 1")
 
-    def later(ctx):
-        raise ac.StageUnavailable("issue 5 not merged")
-
     stages = [
         ac.Stage("a", lambda ctx: "fine"),
         ac.Stage("b", boom, ("a",)),
         ac.Stage("c", lambda ctx: "never runs", ("b",)),
-        ac.Stage("d", later, ("a",)),
-        ac.Stage("e", lambda ctx: "also fine", ("a",)),
+        ac.Stage("d", lambda ctx: "also fine", ("a",)),
     ]
     results: list[ac.StageResult] = []
-    ac.run_stages(stages, make_ctx(tmp_path, FakeHost()), results, fail_at="e")
+    ac.run_stages(stages, make_ctx(tmp_path, FakeHost()), results, fail_at="d")
     assert [(r.name, r.status) for r in results] == [
         ("a", ac.PASSED),
         ("b", ac.FAILED),
         ("c", ac.SKIPPED),
-        ("d", ac.UNAVAILABLE),
-        ("e", ac.FAILED),
+        ("d", ac.FAILED),
     ]
     assert "pip exited 1" in results[1].detail
     assert results[2].detail == "needs b"
-    assert results[3].detail == "stage not available yet: issue 5 not merged"
-    assert "--fail-at e" in results[4].detail
+    assert "--fail-at d" in results[3].detail
 
 
-def test_future_stages_report_unavailable_with_a_reason(tmp_path):
+# ---- policy_decision ------------------------------------------------------------------------------
+
+TYPES = (("alexnet", 3), ("resnet18", 4))  # (model, n_cuts)
+N_NODES, STEPS = 3, 2
+
+
+def write_policy(directory: Path) -> Path:
+    """A policy directory in edge_runtime.policy's format around tests/onnx_graphs.policy_model."""
+    max_actions = max(n for _, n in TYPES) * N_NODES
+    directory.mkdir(parents=True)
+    onnx.save(policy_model(N_NODES, len(TYPES), max_actions, STEPS), directory / "policy.onnx")
+    meta = {
+        "format_version": 1,
+        "method": "mad2rl",
+        "steps": STEPS,
+        "n_nodes": N_NODES,
+        "obs_dim": obs_layout.obs_size(N_NODES),
+        "max_actions": max_actions,
+        "types": [{"model": m, "n_cuts": n, "manifest_sha256": None} for m, n in TYPES],
+        "onnx": "policy.onnx",
+        "onnx_sha256": sha256_file(directory / "policy.onnx"),
+    }
+    (directory / "policy.json").write_text(json.dumps(meta))
+    return directory
+
+
+def oracle_decisions(directory: Path, inputs: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(q with NaN on invalid actions, action): the graph's formula in numpy, float64."""
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(directory / "policy.onnx").graph.initializer}
+    data = np.load(inputs)
+    models = [str(m) for m in data["models"]]
+    onehot = np.array([[m == t for t, _ in TYPES] for m in models], dtype=np.float64)
+    h = (data["obs"] * weights["scale"]).astype(np.float64) @ weights["w_obs"] + onehot @ weights["w_type"]
+    h += 0.1 * data["noise"].astype(np.float64).sum(axis=1)
+    mask = np.zeros(h.shape, dtype=bool)
+    for b, m in enumerate(models):
+        own = obs_layout.action_mask(dict(TYPES)[m], data["node_ok"][b])
+        mask[b, : own.size] = own
+    q = np.where(mask, h, np.nan)
+    return q, np.nanargmax(q, axis=1)
+
+
+def test_decision_check_reports_the_policy_graphs_decisions(tmp_path, capsys):
+    policy = write_policy(tmp_path / "policy")
+    inputs = tmp_path / "inputs.npz"
+    assert dev.main(["decision-inputs", "--policy", str(policy), "--out", str(inputs), "--n", "6"]) == 0
+    assert dev.main(["decision", "--policy", str(policy), "--inputs", str(inputs)]) == 0
+    result = ac.result_from_output(capsys.readouterr().out)
+    assert result["check"] == "decision" and result["ok"] is True
+    data = np.load(inputs)
+    assert data["obs"].shape == (6, obs_layout.obs_size(N_NODES)) and data["noise"].shape[1] == STEPS
+    assert data["node_ok"][:, 0].all() and not data["node_ok"][-1, 1:].any()  # the last reaches only the RSU
+    q, action = oracle_decisions(policy, inputs)
+    assert result["actions"] == action.tolist()
+    assert [[v is None for v in row] for row in result["q"]] == np.isnan(q).tolist()
+    got = np.array([[np.nan if v is None else v for v in row] for row in result["q"]])
+    np.testing.assert_allclose(got, q, rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert [(c, j) for c, j in zip(result["cuts"], result["nodes"], strict=True)] == [
+        obs_layout.decode_action(a, N_NODES) for a in action.tolist()
+    ]
+
+
+def test_decision_comparison_demands_identical_actions_and_close_q():
+    host = {
+        "machine": "x86_64",
+        "method": "mad2rl",
+        "models": ["alexnet", "resnet18"],
+        "actions": [1, 5],
+        "cuts": [0, 1],
+        "nodes": [1, 2],
+        "q": [[0.2, 0.7, None], [0.4, None, 0.1, 0.3, 0.2, 0.9]],
+    }
+    device = {**host, "machine": "aarch64", "q": [[0.2, 0.7 + 1e-7, None], [0.4, None, 0.1, 0.3, 0.2, 0.9]]}
+    detail = ac.compare_decisions(host, device)
+    assert "2 decisions on aarch64 == x86_64 host" in detail and "cut@node 0@1, 1@2" in detail
+    with pytest.raises(ac.CommandFailed, match="actions differ on 1 of 2 samples; sample 1"):
+        ac.compare_decisions(host, {**device, "actions": [1, 3]})
+    with pytest.raises(ac.CommandFailed, match="q differs by 1.000e-03"):
+        ac.compare_decisions(host, {**device, "q": [[0.2, 0.701, None], host["q"][1]]})
+    with pytest.raises(ac.CommandFailed, match="sample 0: the valid actions differ"):
+        ac.compare_decisions(host, {**device, "q": [[0.2, 0.7, 0.0], host["q"][1]]})
+    with pytest.raises(ac.CommandFailed, match="other samples"):
+        ac.compare_decisions(host, {**device, "models": ["alexnet", "vgg16"]})
+
+
+def test_policy_search_prefers_default_and_fails_without_one(tmp_path):
+    with pytest.raises(ac.CommandFailed, match="no on-device policy under .*policy/trained"):
+        ac.find_policy(tmp_path)
+    for name in ("zeta", "alpha", "default"):
+        (tmp_path / "policy" / "trained" / name).mkdir(parents=True)
+        (tmp_path / "policy" / "trained" / name / "policy.json").write_text("{}")
+    assert ac.find_policy(tmp_path) == tmp_path / "policy" / "trained" / "default"
+    (tmp_path / "policy" / "trained" / "default" / "policy.json").unlink()
+    assert ac.find_policy(tmp_path) == tmp_path / "policy" / "trained" / "alpha"
+
+
+def test_policy_decision_stage_fails_when_no_policy_is_shipped(tmp_path):
     ctx = make_ctx(tmp_path, FakeHost())
+    ctx.repo = tmp_path / "repo"
     results: list[ac.StageResult] = []
-    hooks = [s for s in ac.STAGES if s.name in ("policy_decision", "live_vehicle")]
-    assert len(hooks) == 2
-    ac.run_stages([ac.Stage(s.name, s.run) for s in hooks], ctx, results)
-    for r in results:
-        # Unavailable while the feature is missing; once it lands the hook must be wired, and the
-        # message says so: either way not a silent pass.
-        assert r.status == ac.UNAVAILABLE, r
-        assert r.detail.startswith("stage not available yet: ")
-        assert "issue" in r.detail or "wire" in r.detail
+    ac.run_stages([ac.Stage("policy_decision", ac.stage_policy_decision)], ctx, results)
+    assert results[0].status == ac.FAILED  # not silently unavailable
+    assert "no on-device policy under" in results[0].detail and "export-policy" in results[0].detail
+
+
+# ---- live_vehicle ---------------------------------------------------------------------------------
+
+
+def vehicle_records(kind: str = "remote", n: int = 3, **changes) -> list[dict]:
+    """``n`` good records of a ``kind`` (remote or local) run; ``changes`` apply to the last one."""
+    remote = kind == "remote"
+    records = [
+        {
+            "task_id": f"arm-{i}",
+            "index": i,
+            "outcome": kind,
+            "reason": "",
+            "cut": 4 if remote else 8,
+            "node": 0 if remote else None,
+            "node_name": "rsu-7" if remote else None,
+            "verified": True,
+            "max_abs_err": 1e-6 * (i + 1),
+            "local_compute_s": 0.5,
+            "remote_compute_s": 0.01 if remote else 0.0,
+        }
+        for i in range(n)
+    ]
+    records[-1].update(changes)
+    return records
+
+
+def test_vehicle_records_must_all_complete_as_decided_and_verified():
+    detail = ac.check_vehicle_records(vehicle_records(), n_tasks=3, outcome="remote", cut=4, node=0)
+    assert detail == "3/3 remote at cut 4 by rsu-7, all verified (max abs err 3.0e-06)"
+    local = ac.check_vehicle_records(vehicle_records("local"), n_tasks=3, outcome="local", cut=8, node=None)
+    assert local.startswith("3/3 local at cut 8 on the vehicle")
+    bad = [
+        (vehicle_records()[:2], "expected tasks 0..2 once each"),
+        (vehicle_records(index=1), "expected tasks 0..2 once each"),
+        (vehicle_records(outcome="fallback", reason="timeout"), "1 of 3 tasks not outcome remote: arm-2 .*timeout"),
+        (vehicle_records(remote_compute_s=0.0), "not remote compute > 0"),
+        (vehicle_records(verified=None), "not verified against the whole model"),
+        (vehicle_records(cut=5), "not cut 4, node 0"),
+    ]
+    for records, message in bad:
+        with pytest.raises(ac.CommandFailed, match=message):
+            ac.check_vehicle_records(records, n_tasks=3, outcome="remote", cut=4, node=0)
+    with pytest.raises(ac.CommandFailed, match="local compute > 0, none remote"):
+        ac.check_vehicle_records(
+            vehicle_records("local", remote_compute_s=0.1), n_tasks=3, outcome="local", cut=8, node=None
+        )
+
+
+class VehicleFailsHost(ac.Host):
+    """Real host processes (the fake RSU), fake mounts, and a vehicle (chroot) that fails."""
+
+    def __init__(self) -> None:
+        super().__init__(echo=False)
+        self.started: list[subprocess.Popen] = []
+
+    def run(self, argv, **kwargs) -> str:
+        if str(argv[0]) == "chroot":
+            raise ac.CommandFailed("`splitrt vehicle` exited 1: connection refused")
+        return ""  # mount
+
+    def start(self, argv, **kwargs) -> subprocess.Popen:
+        proc = super().start(argv, **kwargs)
+        self.started.append(proc)
+        return proc
+
+    def mountpoints(self) -> list[str]:
+        return []
+
+
+def test_live_vehicle_stops_the_rsu_when_the_vehicle_fails(tmp_path):
+    host = VehicleFailsHost()
+    ctx = make_ctx(tmp_path, host)
+    (ctx.workdir / "exports" / ctx.model).mkdir(parents=True)
+    (ctx.workdir / "exports" / ctx.model / "manifest.json").write_text(json.dumps({"segments": [{}] * 8}))
+    rsu = tmp_path / "fake-python"  # stands in for `python -m tools.cli serve ...`
+    rsu.write_text(
+        "#!/bin/sh\necho 'rsu-1: rsu serving resnet18'\necho 'listening tcp://127.0.0.1:5999'\nexec sleep 60\n"
+    )
+    rsu.chmod(0o755)
+    ctx.host_python = str(rsu)
+    results: list[ac.StageResult] = []
+    ac.run_stages([ac.Stage("live_vehicle", ac.stage_live_vehicle)], ctx, results)
+    assert results[0].status == ac.FAILED
+    assert "`splitrt vehicle` exited 1" in results[0].detail
+    assert "RSU log: rsu-1: rsu serving resnet18 | listening tcp://127.0.0.1:5999" in results[0].detail
+    assert len(host.started) == 1 and host.started[0].poll() is not None  # stopped by the stage itself
+
+
+def test_wait_for_line_returns_the_endpoint_or_names_the_failure(tmp_path):
+    host = ac.Host(echo=False)
+    ctx = ac.Context(repo=ROOT, rootfs=tmp_path / "rootfs", workdir=tmp_path, host=host, undo=ac.Undo())
+    code = "import time; print('calibrating'); print('listening tcp://127.0.0.1:4242'); time.sleep(60)"
+    proc = ac.start_host_process(ctx, [sys.executable, "-c", code], "rsu.log")
+    assert ac.wait_for_line(proc, tmp_path / "rsu.log", "listening ", timeout_s=60) == "tcp://127.0.0.1:4242"
+    quits = ac.start_host_process(ctx, [sys.executable, "-c", "print('bad --segments'); raise SystemExit(1)"], "b.log")
+    with pytest.raises(ac.CommandFailed, match="exited 1 before `listening ...`: bad --segments"):
+        ac.wait_for_line(quits, tmp_path / "b.log", "listening ", timeout_s=60)
+    assert ac.clean_up(ctx).status == ac.PASSED
+    assert proc.poll() is not None
 
 
 # ---- clean-up ---------------------------------------------------------------------------------------
