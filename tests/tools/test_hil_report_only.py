@@ -163,6 +163,7 @@ def test_report_only_explains_what_is_missing(run_dir, tmp_path, capsys):
         return lines[0]
 
     assert "no such directory" in error("--report-only", str(tmp_path / "nope"))
+    assert "go with --report-only" in error("--vehicle-profiles", str(tmp_path), "--rsu-profiles", str(tmp_path))
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no method directory with task records" in error("--report-only", str(empty), "--preset", "demo")

@@ -124,12 +124,12 @@ def main(args: argparse.Namespace) -> int:
     from tools.hil.plan import MAX_CPU_LOAD, ensure_exports, make_plan
     from tools.hil.rebuild import write_config
 
+    if args.report_only is None and (args.vehicle_profiles or args.rsu_profiles):
+        raise SplitrtError("--vehicle-profiles/--rsu-profiles go with --report-only (a live run profiles this machine)")
     base = _scenario(args)
     policies = _policies(args.policy)
     if args.report_only is not None:
         return _report_only(args, base, policies)
-    if args.vehicle_profiles or args.rsu_profiles:
-        raise SplitrtError("--vehicle-profiles/--rsu-profiles go with --report-only (a live run profiles this machine)")
     methods = [m.strip() for m in (args.methods or DEFAULT_METHODS).split(",") if m.strip()]
     if not methods:
         raise SplitrtError("--methods names no method")

@@ -240,7 +240,7 @@ def load_run(
         old = read_json(run_dir / "summary.json", "earlier summary")
         if isinstance(old, list):
             previous = {s["method"]: s for s in old if isinstance(s, dict) and "method" in s}
-    link_note = str(config.get("links", "")) if config else "a deployment's own links (not emulated)"
+    link_note = str(config.get("links", "")) if config else "a deployment's own links, not emulated"
     broker = str(config.get("broker", "")) if config else "the deployment's broker (recorded files)"
     lives = {}
     options = {}
