@@ -160,6 +160,27 @@ def test_hil_end_to_end_report_matches_the_records(hil_exports, tmp_path):
     assert "<table>" in (out / "report.html").read_text()
     assert "greedy" in stdout and "offload" in stdout and "measured mean" in stdout
     assert_nothing_left(out)
+    # --report-only rebuilds the same summary from the files; without controller.jsonl the books
+    # come from the recorded telemetry (what a deployment's `splitrt record` leaves)
+    (out / "offload" / "controller.jsonl").unlink()
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "hil", "--report-only", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    again = json.loads((out / "summary.json").read_text())
+    assert [s["method"] for s in again] == ["greedy", "offload"]
+    for s, r in zip(summary, again, strict=True):
+        for key in ("tasks_generated", "tasks_completed", "tasks_failed", "link_emulation", "wall_s", "missed_slots"):
+            assert r[key] == s[key], key
+        for key in ("measured_mean_completion_s", "simulated_mean_completion_s", "gap_pct", "decisions_agree"):
+            assert r[key] == pytest.approx(s[key]), key
+        for key in ("mean_gflop", "final_gflop"):
+            assert r["backlog"]["measured"][key] == pytest.approx(s["backlog"]["measured"][key]), key
+        assert r["lyapunov"]["measured"]["mean_penalty"] == pytest.approx(s["lyapunov"]["measured"]["mean_penalty"])
 
 
 @pytest.mark.timeout(600)

@@ -158,6 +158,19 @@ class Scenario:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "scenario") -> Scenario:
+        """The inverse of `to_dict` (JSON lists become tuples); ``source`` names the file in errors."""
+        hints = typing.get_type_hints(cls)
+        unknown = sorted(set(data) - set(hints))
+        if unknown:
+            raise SplitrtError(f"{source}: unknown scenario setting(s) {', '.join(unknown)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise SplitrtError(f"{source}: {exc}") from None
+
     def replace(self, **changes: Any) -> Scenario:
         return dataclasses.replace(self, **changes)
 

@@ -77,3 +77,15 @@ def test_calibrated_preset_keeps_the_papers_ratios():
     assert config.calibrated(slot_s=1.0, n_cvs=3).slot_s == 1.0
     text = config.describe(sc)
     assert "rsu_flops_per_s" in text and "RSU compute" in text
+
+
+def test_scenario_round_trips_through_json():
+    import json
+
+    sc = config.demo(slots=7, v=50.0)
+    back = config.Scenario.from_dict(json.loads(json.dumps(sc.to_dict())), "config.json")
+    assert back == sc and isinstance(back.models, tuple) and isinstance(back.cv_flops_per_s, tuple)
+    with pytest.raises(SplitrtError, match="config.json: unknown scenario setting\\(s\\) lanes_x"):
+        config.Scenario.from_dict({**sc.to_dict(), "lanes_x": 2}, "config.json")
+    with pytest.raises(SplitrtError, match="slot_s = -1.0 must be > 0"):
+        config.Scenario.from_dict({**sc.to_dict(), "slot_s": -1.0})

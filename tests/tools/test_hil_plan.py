@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from edge_runtime.profile import Profile
 from edge_runtime.records import DURATION_KEYS
 from policy import config
 from policy.slot import link_rates_bps
-from policy.workloads import SHIPPED_MANIFESTS, reference_speed_flops_per_s
+from policy.workloads import reference_speed_flops_per_s
 from tools.hil import report
 from tools.hil.live import LiveResult, parse_faults
 from tools.hil.plan import chained_profiles, estimate_cpu, live_scenario, make_plan
@@ -21,22 +20,12 @@ from tools.hil.simulate import COMPONENTS, replay, simulate
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    """An exports directory with the shipped manifests and profiles (the plan needs no ONNX)."""
-    root = tmp_path_factory.mktemp("exports")
-    for model in config.DEMO_MODELS:
-        (root / model).mkdir()
-        shutil.copy(SHIPPED_MANIFESTS / f"{model}.json", root / model / "manifest.json")
-        shutil.copy(config.SHIPPED_PROFILES / f"{model}.json", root / model / "profile.json")
-    return root
+def plan(shipped_exports, tmp_path_factory):
+    return make_plan(config.demo(slots=6), 3, shipped_exports, tmp_path_factory.mktemp("profiles"), headroom=1.5)
 
 
-@pytest.fixture(scope="module")
-def plan(exports, tmp_path_factory):
-    return make_plan(config.demo(slots=6), 3, exports, tmp_path_factory.mktemp("profiles"), headroom=1.5)
-
-
-def test_chained_profiles_sum_to_the_measured_chain(exports, tmp_path):
+def test_chained_profiles_sum_to_the_measured_chain(shipped_exports, tmp_path):
+    exports = shipped_exports
     scales = chained_profiles(exports, config.DEMO_MODELS, tmp_path)
     for model in config.DEMO_MODELS:
         orig = json.loads((exports / model / "profile.json").read_text())
@@ -47,7 +36,8 @@ def test_chained_profiles_sum_to_the_measured_chain(exports, tmp_path):
         np.testing.assert_allclose(ratios, scales[model])  # proportions kept
 
 
-def test_live_scenario_keeps_the_presets_ratios_and_load(exports):
+def test_live_scenario_keeps_the_presets_ratios_and_load(shipped_exports):
+    exports = shipped_exports
     base = config.demo()
     sc = live_scenario(base, exports, headroom=1.5)
     f_ref = reference_speed_flops_per_s(exports, base.types, exports)

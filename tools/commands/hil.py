@@ -9,6 +9,10 @@ books on the measured queues. Then the same scenario (same mobility, fading seed
 profiles measured on this machine) runs in the simulator, and OUT gets summary.json, per-task
 and per-slot records, PNG plots and report.md / report.html. The results table is printed at
 the end. Everything started is stopped and every namespace removed, also on Ctrl-C.
+
+--report-only DIR runs nothing live: it rebuilds the report in DIR from the files an earlier run
+(or a real deployment, in the same layout: tools/hil/rebuild.py) left there, recomputing the
+simulated side.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 #: their ONNX policy. Planners that need every CV's state at once run in the simulator only.
 LIVE_DECIDERS = {"local": "local", "offload": "offload", "greedy": "greedy", "random": "random"}
 LEARNED = ("mad2rl", "pqmix")
+DEFAULT_METHODS = "mad2rl,greedy,local,offload"
 #: Warn when other processes already keep the CPUs this busy (percent) before the run.
 OTHER_LOAD_WARN = 25.0
 SIM_ONLY = {
@@ -33,8 +38,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="demo", help="scenario preset (demo, overload, paper, calibrated)")
     p.add_argument(
         "--methods",
-        default="mad2rl,greedy,local,offload",
-        help="comma-separated methods (live: mad2rl, pqmix, local, offload, greedy, random)",
+        default=None,
+        help="comma-separated methods (live: mad2rl, pqmix, local, offload, greedy, random; default "
+        f"{DEFAULT_METHODS}; with --report-only: every method directory in DIR)",
     )
     p.add_argument("--slots", type=int, default=None, help="slots T (default: the preset's)")
     p.add_argument("--v", type=float, default=None, help="Lyapunov V (default: the preset's)")
@@ -82,6 +88,23 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
+        "--report-only",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run nothing live: rebuild summary.json, plots and report in DIR from the files an earlier run "
+        "or a real deployment left there (DIR/config.json, DIR/<method>/records; see the README)",
+    )
+    p.add_argument(
+        "--vehicle-profiles",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="--report-only of a deployment without config.json: the scenario calibrated with the profiles "
+        "measured on the vehicles (with --rsu-profiles; as in `splitrt evaluate`)",
+    )
+    p.add_argument("--rsu-profiles", type=Path, default=None, metavar="DIR", help="see --vehicle-profiles")
+    p.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -91,42 +114,28 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import json
     import signal
-    import sys
 
     from edge_runtime.errors import SplitrtError
-    from policy.config import parse_overrides, preset
     from policy.learned import TRAINED_DIR, find_policy
     from policy.methods import MethodNotApplicable
     from tools.hil import report
     from tools.hil.live import Experiment, parse_faults
     from tools.hil.plan import MAX_CPU_LOAD, ensure_exports, make_plan
-    from tools.hil.simulate import replay, simulate
+    from tools.hil.rebuild import write_config
 
-    def say(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-
-    overrides = parse_overrides(args.set)
-    if args.slots is not None:
-        overrides["slots"] = args.slots
-    if args.v is not None:
-        overrides["v"] = args.v
-    base = preset(args.preset, **overrides)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.report_only is None and (args.vehicle_profiles or args.rsu_profiles):
+        raise SplitrtError("--vehicle-profiles/--rsu-profiles go with --report-only (a live run profiles this machine)")
+    base = _scenario(args)
+    policies = _policies(args.policy)
+    if args.report_only is not None:
+        return _report_only(args, base, policies)
+    methods = [m.strip() for m in (args.methods or DEFAULT_METHODS).split(",") if m.strip()]
     if not methods:
         raise SplitrtError("--methods names no method")
     faults = parse_faults(args.fault)
     out = args.out or Path("runs") / f"hil-{args.preset}"
     out.mkdir(parents=True, exist_ok=True)
-
-    policies = {}
-    for d in args.policy:
-        meta_path = Path(d) / "policy.json"
-        try:
-            policies[json.loads(meta_path.read_text())["method"]] = Path(d)
-        except (OSError, ValueError, KeyError) as exc:
-            raise SplitrtError(f"--policy {d}: cannot read the method from {meta_path}: {exc}") from None
 
     chosen: dict[str, tuple[str, dict[str, str]]] = {}
     skipped: dict[str, str] = {}
@@ -147,12 +156,12 @@ def main(args: argparse.Namespace) -> int:
     if not chosen:
         raise SplitrtError("none of --methods can run live: " + "; ".join(f"{m}: {why}" for m, why in skipped.items()))
     for m, why in skipped.items():
-        say(f"skipping {m}: {why}")
+        _say(f"skipping {m}: {why}")
 
     import psutil
 
     busy = psutil.cpu_percent(interval=1.0)  # before anything of ours runs: other users of the machine
-    ensure_exports(base.types, args.exports, say, reprofile=not args.keep_profiles)
+    ensure_exports(base.types, args.exports, _say, reprofile=not args.keep_profiles)
     headroom = args.headroom if args.headroom is not None else (1.5 if args.speed_mode == "pace" else 1.0)
     plan = make_plan(base, args.seed, args.exports, out / "profiles", headroom=headroom)
     warnings = plan.cpu.check(args.max_cpu_load if args.max_cpu_load is not None else MAX_CPU_LOAD)
@@ -161,14 +170,14 @@ def main(args: argparse.Namespace) -> int:
             f"other processes used {busy:.0f}% of the CPUs just before the run: profiles and timings share the "
             "machine with them"
         )
-    say(
+    _say(
         f"{args.preset}: {base.n_cvs} CVs, {base.n_svs} SVs, {plan.scenario.slots} slots of "
         f"{plan.scenario.slot_s * 1e3:.0f} ms; RSU {plan.rsu_flops_per_s / 1e9:.1f} GFLOP/s "
         f"(this machine / {plan.rsu_speed_factor:.2f}); "
         f"estimated CPU load {plan.cpu.load:.0%} of {plan.cpu.cpus} CPUs"
     )
     for w in warnings:
-        say(f"warning: {w}")
+        _say(f"warning: {w}")
 
     def terminate(signum, frame):
         raise KeyboardInterrupt
@@ -182,55 +191,143 @@ def main(args: argparse.Namespace) -> int:
             broker_url=args.broker,
             netns=not args.no_netns,
             broker_kind=args.broker_kind,
-            say=say,
+            say=_say,
             progress=not args.no_progress,
             faults=faults,
             speed_mode=args.speed_mode,
             discipline=args.discipline,
         ) as exp:
-            say(f"links: {exp.link_note}; broker: {args.broker or exp.broker.kind + ' (embedded)'}")
+            _say(f"links: {exp.link_note}; broker: {args.broker or exp.broker.kind + ' (embedded)'}")
             broker_text = args.broker or f"embedded {exp.broker.kind} broker"
             link_note = exp.link_note
+            # written before the first method runs, so `--report-only` can rebuild an interrupted run
+            write_config(
+                out,
+                plan,
+                preset=args.preset,
+                methods={m: d for m, (d, _) in chosen.items()},
+                skipped=skipped,
+                links=link_note,
+                broker=broker_text,
+                cpu_busy_before_pct=busy,
+                headroom=headroom,
+                speed_mode=args.speed_mode,
+                discipline=args.discipline,
+            )
             for k, (m, (decider, options)) in enumerate(chosen.items()):
-                say(
+                _say(
                     f"[{k + 1}/{len(chosen)}] {m}: starting {1 + len(plan.svs)} edge nodes and {len(plan.cvs)} vehicles"
                 )
                 live = exp.run(m, decider)
-                say(f"[{k + 1}/{len(chosen)}] {m}: simulating the same scenario")
-                sim = simulate(plan, m, options)
-                rep = replay(plan, m, live.records)
-                report.write_sim(sim, live.out_dir / "sim_tasks.jsonl")
-                report.write_sim(rep, live.out_dir / "replay_tasks.jsonl")
-                (live.out_dir / "sim_slots.json").write_text(json.dumps(sim.slots) + "\n")
-                lives[m], sims[m], reps[m] = live, sim, rep
-                summary.append(report.method_summary(plan, live, sim, rep))
+                _say(f"[{k + 1}/{len(chosen)}] {m}: simulating the same scenario")
+                sims[m], reps[m], record = report.compare(plan, live, options)
+                lives[m] = live
+                summary.append(record)
                 report.write_summary(summary, out)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    _finish(
+        plan,
+        summary,
+        lives,
+        sims,
+        reps,
+        out,
+        link_note,
+        broker_text,
+        warnings,
+        skipped,
+        title=f"--preset {args.preset}",
+    )
+    return 0
+
+
+def _say(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
+
+
+def _scenario(args: argparse.Namespace):
+    """The preset (or the profile-calibrated scenario) with --set, --slots and --v applied."""
+    from edge_runtime.errors import SplitrtError
+    from policy.config import calibrated_scenario, parse_overrides, preset
+
+    overrides = parse_overrides(args.set)
+    if args.slots is not None:
+        overrides["slots"] = args.slots
+    if args.v is not None:
+        overrides["v"] = args.v
+    if bool(args.vehicle_profiles) != bool(args.rsu_profiles):
+        raise SplitrtError("--vehicle-profiles and --rsu-profiles go together")
+    if args.vehicle_profiles:
+        return calibrated_scenario(args.vehicle_profiles, args.rsu_profiles, paper_ratios=False, **overrides)
+    return preset(args.preset, **overrides)
+
+
+def _policies(dirs: list[Path]) -> dict[str, Path]:
+    """--policy DIR ... -> {method named in DIR/policy.json: DIR}."""
+    import json
+
+    from edge_runtime.errors import SplitrtError
+
+    policies = {}
+    for d in dirs:
+        meta_path = Path(d) / "policy.json"
+        try:
+            policies[json.loads(meta_path.read_text())["method"]] = Path(d)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SplitrtError(f"--policy {d}: cannot read the method from {meta_path}: {exc}") from None
+    return policies
+
+
+def _report_only(args: argparse.Namespace, base, policies: dict[str, Path]) -> int:
+    """`--report-only DIR`: the report from DIR's files (tools/hil/rebuild.py); nothing runs live."""
+    from tools.hil import report
+    from tools.hil.rebuild import carry_over, load_run
+
+    out = args.report_only
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    run = load_run(out, base=base, seed=args.seed, methods=methods, policies=policies)
+    summary, sims, reps = [], {}, {}
+    for m, live in run.lives.items():
+        _say(f"{m}: {len(live.records)} task records from {live.out_dir}; simulating the same scenario")
+        sims[m], reps[m], record = report.compare(run.plan, live, run.options[m])
+        summary.append(carry_over(record, run.previous.get(m)))
+    report.write_summary(summary, out)
+    _finish(
+        run.plan,
+        summary,
+        run.lives,
+        sims,
+        reps,
+        out,
+        run.link_note,
+        run.broker,
+        run.notes,
+        run.skipped,
+        title=f"--report-only {out}",
+        source=f"{out} (report rebuilt from files; nothing ran live)",
+    )
+    return 0
+
+
+def _finish(plan, summary, lives, sims, reps, out, link_note, broker, warnings, skipped, *, title, source=""):
+    """Plots, report.md / report.html and the results table (both paths)."""
+    from tools.hil import report
+
     plots = report.plot(plan, summary, lives, sims, reps, out)
-    (out / "config.json").write_text(
-        json.dumps(
-            {
-                "preset": args.preset,
-                "scenario": plan.scenario.to_dict(),
-                "seed": plan.seed,
-                "methods": {m: d for m, (d, _) in chosen.items()},
-                "skipped": skipped,
-                "cvs": [{"id": c.id, "model": c.model, "speed_factor": c.speed_factor} for c in plan.cvs],
-                "svs": [{"name": s.name, "speed_factor": s.speed_factor} for s in plan.svs],
-                "cpu_estimate": {"load": plan.cpu.load, "detail": plan.cpu.detail},
-                "cpu_busy_before_pct": busy,
-                "links": link_note,
-                "broker": broker_text,
-            },
-            indent=1,
-        )
-        + "\n"
-    )
     md, html_path = report.write_report(
-        plan, summary, plots, out, link_note=link_note, broker=broker_text, warnings=warnings, skipped=skipped
+        plan,
+        summary,
+        plots,
+        out,
+        link_note=link_note,
+        broker=broker,
+        warnings=warnings,
+        skipped=skipped,
+        source=source,
     )
-    print(f"splitrt hil --preset {args.preset}: links {summary[0]['link_emulation']} ({link_note})")
+    print(f"splitrt hil {title}: links {summary[0]['link_emulation']} ({link_note})")
     print(report.text_table(report.results_rows(summary)))
     print(f"report: {html_path} (and {md.name}), summary: {out / 'summary.json'}")
-    return 0

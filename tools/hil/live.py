@@ -234,15 +234,7 @@ class Experiment:
         work_path = plan.work.write(mdir / "work.json")
         for cv in plan.cvs:
             cv.trace.write(mdir / "traces" / f"{cv.id}.json")
-        setup = ControllerSetup(
-            v=sc.v,
-            slot_s=sc.slot_s,
-            slots=sc.slots,
-            cvs={cv.id: {"model": cv.model, "flops_per_s": cv.flops_per_s} for cv in plan.cvs},
-            rsu={"name": "rsu", "capacity_flops_per_s": plan.rsu_flops_per_s, "types": list(sc.types)},
-            svs={sv.name: sv.flops_per_s for sv in plan.svs},
-            work=str(work_path),
-        )
+        setup = controller_setup(plan, work_path)
         setup.write(mdir / "controller_setup.json")
         local_broker = self._broker_for(None)
         publisher = Publisher(local_broker, exp, f"{exp}-orchestrator")
@@ -537,23 +529,50 @@ class Experiment:
         )
 
 
-def load_result(mdir: Path, method: str, link_emulation: str, link_note: str = "") -> LiveResult:
+def controller_setup(plan: HilPlan, work_path: str | Path = "") -> ControllerSetup:
+    """What the Lyapunov controller of ``plan``'s experiment must know (node and CV names, speeds)."""
+    sc = plan.scenario
+    return ControllerSetup(
+        v=sc.v,
+        slot_s=sc.slot_s,
+        slots=sc.slots,
+        cvs={cv.id: {"model": cv.model, "flops_per_s": cv.flops_per_s} for cv in plan.cvs},
+        rsu={"name": "rsu", "capacity_flops_per_s": plan.rsu_flops_per_s, "types": list(sc.types)},
+        svs={sv.name: sv.flops_per_s for sv in plan.svs},
+        work=str(work_path),
+    )
+
+
+def load_result(
+    mdir: Path,
+    method: str,
+    link_emulation: str,
+    link_note: str = "",
+    vehicle_ids: list[str] | tuple[str, ...] = (),
+) -> LiveResult:
     """A method's live results from the files of a run directory (``--report-only``): what a
     `splitrt hil` run left, or a real deployment's files put in the same layout (the vehicles'
-    ``<id>.jsonl`` records and ``<id>.stats.json``, the nodes' stats, ``controller.jsonl`` when the
-    controller ran)."""
+    ``<id>.jsonl`` records, for every ``<id>.stats.json`` of a vehicle and every id of
+    ``vehicle_ids``; the nodes' and vehicles' stats; ``controller.jsonl`` when the controller
+    ran). ``records.jsonl`` (the merged records `splitrt hil` writes) wins over the per-vehicle
+    files."""
     records: list[dict[str, Any]] = []
     vehicle_stats: dict[str, dict[str, Any]] = {}
     node_stats: dict[str, dict[str, Any]] = {}
     merged = mdir / "records.jsonl"
-    if merged.is_file():
-        records = read_jsonl(merged)
+    sources = list(vehicle_ids)
     for path in sorted(mdir.glob("*.stats.json")):
         stats = _read_json(path)
         name = path.name.removesuffix(".stats.json")
         (vehicle_stats if "vehicle" in stats else node_stats)[name] = stats
-        if not merged.is_file() and "vehicle" in stats and (mdir / f"{name}.jsonl").is_file():
-            records += read_jsonl(mdir / f"{name}.jsonl")
+        if "vehicle" in stats and name not in sources:
+            sources.append(name)
+    if merged.is_file():
+        records = _read_records(merged)
+    else:
+        for name in sources:
+            if (mdir / f"{name}.jsonl").is_file():
+                records += _read_records(mdir / f"{name}.jsonl")
     if not records:
         raise SplitrtError(f"no task records in {mdir} (records.jsonl or <vehicle>.jsonl)")
     controller = read_jsonl(mdir / "controller.jsonl") if (mdir / "controller.jsonl").is_file() else []
@@ -585,6 +604,18 @@ def _sleep_until(unix_s: float) -> None:
     delay = unix_s - time.time()
     if delay > 0:
         time.sleep(delay)
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    try:
+        records = read_jsonl(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SplitrtError(f"cannot read task records {path}: {exc}") from None
+    for n, r in enumerate(records, 1):
+        missing = [k for k in ("task_id", "vehicle_id", "slot", "outcome", "total_s") if k not in r]
+        if missing:
+            raise SplitrtError(f"{path}: record {n} is not a task record (no {', '.join(missing)})")
+    return records
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -128,8 +128,9 @@ class HilPlan:
     rsu_speed_factor: float
     rates_bps: np.ndarray  # (T, N, J) channel rate of every CV to every node per slot
     work: WorkTable
-    cpu: CpuEstimate
+    cpu: CpuEstimate  # CpuEstimate(1, 0, 0, 0, "") until estimated
     notes: list[str] = field(default_factory=list)
+    rebased: bool = True  # the preset re-based on this machine (False: a deployment's own scenario)
 
     @property
     def node_names(self) -> list[str]:
@@ -222,11 +223,33 @@ def make_plan(base: Scenario, seed: int, exports: Path, profile_dir: Path, *, he
     """The plan of ``base`` on this machine; ``profile_dir`` receives the chained profiles."""
     scales = chained_profiles(exports, base.types, profile_dir)
     scenario = live_scenario(base, profile_dir, headroom)
+    notes = [
+        "segment times scaled to the measured chain: " + ", ".join(f"{m} x{scale:.3f}" for m, scale in scales.items())
+    ]
+    return _with_cpu(plan_for(scenario, base, seed, exports, profile_dir, notes=notes))
+
+
+def plan_for(
+    scenario: Scenario,
+    base: Scenario,
+    seed: int,
+    exports: Path,
+    profile_dir: Path,
+    *,
+    notes: list[str] | None = None,
+    rebased: bool = True,
+    reference_flops_per_s: float | None = None,
+) -> HilPlan:
+    """The plan of a scenario as it stands (no profiling, no re-basing, no CPU estimate): the
+    episode of ``seed``, every CV's trace and speed factor, the SVs, the rates and the work table.
+    ``rebased``: the scenario is ``base`` on this machine (`make_plan`), not a deployment's own.
+    Speed factors are relative to ``reference_flops_per_s`` (default: the speed of the profiles
+    in ``profile_dir``, i.e. this machine's)."""
     env = VecEnv(scenario, n_envs=1, seed=seed)
     env.reset()
     ep = env.episode(0)
     n, t_slots = scenario.n_cvs, scenario.slots
-    f_ref = reference_speed_flops_per_s(profile_dir, scenario.types, profile_dir)
+    f_ref = reference_flops_per_s or reference_speed_flops_per_s(profile_dir, scenario.types, profile_dir)
     rates = np.stack([link_rates_bps(scenario, ep.positions_m[t], ep.fading[t])[0] for t in range(t_slots)])
     pos_x = ep.positions_m[:t_slots, :, 0]
     models = scenario.cv_models()
@@ -256,10 +279,7 @@ def make_plan(base: Scenario, seed: int, exports: Path, profile_dir: Path, *, he
             f"arrivals = {scenario.arrivals!r}: the live experiment replays the paper's one task per CV per slot "
             "(other arrival processes run in the simulator only)"
         )
-    notes = [
-        "segment times scaled to the measured chain: " + ", ".join(f"{m} x{scale:.3f}" for m, scale in scales.items())
-    ]
-    plan = HilPlan(
+    return HilPlan(
         scenario=scenario,
         preset_scenario=base,
         seed=seed,
@@ -273,9 +293,9 @@ def make_plan(base: Scenario, seed: int, exports: Path, profile_dir: Path, *, he
         rates_bps=rates,
         work=work_table(scenario),
         cpu=CpuEstimate(1, 0, 0, 0, ""),
-        notes=notes,
+        notes=list(notes or []),
+        rebased=rebased,
     )
-    return _with_cpu(plan)
 
 
 def _with_cpu(plan: HilPlan) -> HilPlan:

@@ -35,7 +35,7 @@ import numpy as np
 
 from tools.hil.live import LiveResult
 from tools.hil.plan import HilPlan
-from tools.hil.simulate import COMPONENTS, SimResult
+from tools.hil.simulate import COMPONENTS, SimResult, replay, simulate
 
 GFLOP = 1e9
 #: Queues "grow" when the backlog's slope over the second half exceeds this fraction of the work
@@ -169,12 +169,27 @@ def method_summary(plan: HilPlan, live: LiveResult, sim: SimResult, rep: SimResu
         "stale_states": stale,
         "pace_misses": {n: p["misses"] / p["runs"] for n, p in pace.items()},
         "cpu_load": {
-            "measured": live.cpu_s / (run_s * cpus) if run_s > 0 else None,
-            "estimated": plan.cpu.load,
+            "measured": live.cpu_s / (run_s * cpus) if run_s > 0 and math.isfinite(live.cpu_s) else None,
+            "estimated": plan.cpu.load if plan.cpu.detail else None,
         },
         "experiment": live.experiment,
-        "wall_s": live.wall_s,
+        "wall_s": live.wall_s if math.isfinite(live.wall_s) else None,
     }
+
+
+def compare(
+    plan: HilPlan, live: LiveResult, options: dict[str, str] | None = None
+) -> tuple[SimResult, SimResult, dict[str, Any]]:
+    """The simulated side of a method's live run: the method deciding in the simulator on the
+    same scenario and seed, and the live decisions replayed there; both are written next to the
+    live files (``sim_tasks.jsonl``, ``replay_tasks.jsonl``, ``sim_slots.json``). Returns them and
+    the method's summary record."""
+    sim = simulate(plan, live.method, options)
+    rep = replay(plan, live.method, live.records)
+    write_sim(sim, live.out_dir / "sim_tasks.jsonl")
+    write_sim(rep, live.out_dir / "replay_tasks.jsonl")
+    (live.out_dir / "sim_slots.json").write_text(json.dumps(sim.slots) + "\n")
+    return sim, rep, method_summary(plan, live, sim, rep)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -185,6 +200,10 @@ def _mean(values: list[float]) -> float | None:
 # ---- tables ------------------------------------------------------------------------------------
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1e3:.1f}"
+
+
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0%}"
 
 
 def _pct(v: float | None) -> str:
@@ -391,30 +410,45 @@ def write_report(
     broker: str,
     warnings: list[str],
     skipped: dict[str, str],
+    source: str = "",
 ) -> tuple[Path, Path]:
+    """report.md and report.html in ``out``; ``source`` (report-only) says where the live files
+    came from."""
     sc = plan.scenario
+    where = "on this machine" if plan.rebased else "(a deployment's own scenario)"
+    slower = "slower" if plan.rebased else "slower than the RSU"
+    if plan.rebased:
+        rsu = (
+            f"{plan.rsu_flops_per_s / 1e9:.1f} GFLOP/s = this machine's measured speed / {plan.rsu_speed_factor:.2f}"
+            f" (profiles measured at the start, {plan.profile_dir})"
+        )
+    else:
+        rsu = f"{plan.rsu_flops_per_s / 1e9:.1f} GFLOP/s (the scenario's)"
+    cpu = (
+        f"estimated load {plan.cpu.load:.0%} of {plan.cpu.cpus} CPUs ({plan.cpu.detail})"
+        if plan.cpu.detail
+        else "not estimated"
+    )
     facts = [
         [
             "scenario",
-            f"{plan.preset_scenario.name} on this machine: {sc.n_cvs} CVs, {sc.n_svs} SVs, models {', '.join(sc.types)}",
+            f"{plan.preset_scenario.name} {where}: {sc.n_cvs} CVs, {sc.n_svs} SVs, models {', '.join(sc.types)}",
         ],
         ["slots", f"{sc.slots} x {sc.slot_s * 1e3:.1f} ms, V = {sc.v:g}, seed {plan.seed}, mobility {sc.mobility}"],
-        [
-            "RSU",
-            f"{plan.rsu_flops_per_s / 1e9:.1f} GFLOP/s = this machine's measured speed / {plan.rsu_speed_factor:.2f}"
-            f" (profiles measured at the start, {plan.profile_dir})",
-        ],
+        ["RSU", rsu],
         [
             "CVs",
-            ", ".join(f"{c.id} {c.model} x{c.speed_factor:.2f} slower" for c in plan.cvs),
+            ", ".join(f"{c.id} {c.model} x{c.speed_factor:.2f} {slower}" for c in plan.cvs),
         ],
-        ["SVs", ", ".join(f"{s.name} x{s.speed_factor:.2f} slower" for s in plan.svs) or "none"],
+        ["SVs", ", ".join(f"{s.name} x{s.speed_factor:.2f} {slower}" for s in plan.svs) or "none"],
         ["links", link_note],
         ["telemetry", broker],
-        ["CPU", f"estimated load {plan.cpu.load:.0%} of {plan.cpu.cpus} CPUs ({plan.cpu.detail})"],
+        ["CPU", cpu],
         ["host", f"{platform.node()} {platform.machine()}, Python {platform.python_version()}"],
         ["date", datetime.now(timezone.utc).isoformat(timespec="seconds")],
     ]
+    if source:
+        facts.append(["live files", source])
     blocks: list[tuple[str, Any]] = [
         ("h1", f"splitrt hil: {plan.preset_scenario.name}, measured vs simulated"),
         ("table", [["", ""], *facts]),
@@ -451,8 +485,8 @@ def write_report(
         extra = (
             f"{s['method']}: outcomes {s['outcomes']}, missed slot boundaries {s['missed_slots']}, "
             f"telemetry messages dropped {s['telemetry_dropped']}, slots with stale states {s['stale_states']}, "
-            f"measured CPU load {s['cpu_load']['measured']:.0%} (estimated {s['cpu_load']['estimated']:.0%}), "
-            f"wall time {s['wall_s']:.0f} s."
+            f"measured CPU load {_share(s['cpu_load']['measured'])} (estimated {_share(s['cpu_load']['estimated'])}), "
+            f"wall time {'-' if s['wall_s'] is None else format(s['wall_s'], '.0f')} s."
         )
         blocks.append(("p", extra))
     if skipped:
