@@ -19,10 +19,8 @@ Times are wall clock (seconds since the epoch), like the task records' ``arrival
 report can place every task before, inside or after a window (`split_by_window`). Every line can
 also go to other sinks (the MQTT telemetry's ``event`` topic takes the same dicts).
 
-Hook for the experiment orchestrator (``splitrt hil``, issue 6): it owns the MQTT broker and the
-report, so the ``broker_killed`` fault (tools.broker.EmbeddedBroker.kill, then start_broker on the
-same port) and the report's fault-window plot are its to add, with a `FaultLog` in its run
-directory; nothing here needs to change for that.
+``splitrt hil --fault broker-kill@N|crash@N`` injects its own faults (tools/hil/live.py); it does
+not write fault windows here.
 """
 
 from __future__ import annotations
