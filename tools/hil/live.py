@@ -372,7 +372,7 @@ class Experiment:
             publisher.publish("slot", clock.beacon(0))
             publisher.publish("event", {"event": "start", "method": method, "epoch_unix_s": epoch})
             cpu = self._drive(method, clock, controller, [*nodes, *vehicles], vehicles, done, tc_times)
-            deadline = time.monotonic() + max(60.0, 3 * sc.slots * sc.slot_s)
+            deadline = time.monotonic() + drain_bound_s(plan)
             for child in vehicles:
                 code = child.wait(max(1.0, deadline - time.monotonic()))
                 if code is None:
@@ -541,6 +541,18 @@ def controller_setup(plan: HilPlan, work_path: str | Path = "") -> ControllerSet
         svs={sv.name: sv.flops_per_s for sv in plan.svs},
         work=str(work_path),
     )
+
+
+def drain_bound_s(plan) -> float:
+    """How long after the last slot a vehicle may still be finishing its local queue: at most every
+    task of the run computed locally in full (the worst a method can leave it), with 50% to spare,
+    and never under 60 s or 3 x the run's length."""
+    sc = plan.scenario
+    worst = 0.0
+    for cv in plan.cvs:
+        whole_local = float(plan.work.models[cv.model]["local_flops"][-1])  # cut n: the whole DNN
+        worst = max(worst, sc.slots * whole_local / cv.flops_per_s)
+    return max(60.0, 3 * sc.slots * sc.slot_s, 1.5 * worst)
 
 
 def load_result(
