@@ -260,6 +260,10 @@ def make_decision_inputs(args: argparse.Namespace) -> dict[str, Any]:
     return {"n": n, "out": str(args.out)}
 
 
+def _torch_modules() -> set[str]:
+    return {m for m in sys.modules if m == "torch" or m.startswith("torch.")}
+
+
 def check_decision(args: argparse.Namespace) -> dict[str, Any]:
     """Decide on every observation of ``args.inputs`` with the policy; each action must be valid."""
     import numpy as np
@@ -271,6 +275,7 @@ def check_decision(args: argparse.Namespace) -> dict[str, Any]:
         raise SplitrtError(f"no decision inputs at {args.inputs} (write them with decision-inputs)")
     data = np.load(args.inputs)
     models = [str(m) for m in data["models"]]
+    before = _torch_modules()  # empty on a device; a test process may have torch loaded already
     start = time.perf_counter()
     policy = OnDevicePolicy(args.policy)  # checks policy.onnx against the sha256 in policy.json
     load_s = time.perf_counter() - start
@@ -287,7 +292,7 @@ def check_decision(args: argparse.Namespace) -> dict[str, Any]:
             raise CheckFailed(f"sample {b} ({model}): action {a} is not a valid action of the mask")
         cuts.append(int(cut))
         nodes.append(int(node))
-    loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+    loaded = sorted(_torch_modules() - before)
     print(
         f"{policy.name} policy from {policy.directory}: loaded in {load_s:.2f} s, {len(models)} decisions in "
         f"{run_s:.3f} s on {platform.machine()} (under qemu no timing means anything); torch loaded: {loaded}"
