@@ -97,12 +97,18 @@ class FixedDecider:
 
 
 class GreedyDecider:
-    """The paper's greedy baseline (`greedy_choice`): smallest tensor, shortest reachable queue."""
+    """The paper's greedy baseline (`greedy_choice`): smallest tensor, shortest reachable queue.
+    With ``cut`` (spec ``greedy:K``) the cut is fixed and only the node is chosen (shortest known
+    backlog among the reachable nodes; none reachable: fully local)."""
 
-    name = "greedy"
+    def __init__(self, cut: int | None = None) -> None:
+        self.cut = cut
+        self.name = "greedy" if cut is None else f"greedy:{cut}"
 
     def decide(self, ctx: DecisionContext) -> tuple[int, int]:
         cut, node = greedy_choice(ctx.cut_bytes, ctx.node_queues_flops(), ctx.node_ok)
+        if self.cut is not None and int(cut) != ctx.n_cuts - 1:
+            cut = self.cut
         return int(cut), int(node)
 
 
@@ -120,7 +126,7 @@ class RandomDecider:
         return int(cut), int(node)
 
 
-DECIDER_SPECS = "local | offload[@J] | fixed:K[@J] | greedy | random | policy:DIR"
+DECIDER_SPECS = "local | offload[@J] | fixed:K[@J] | greedy[:K] | random | policy:DIR"
 
 
 def make_decider(spec: str, n_cuts: int, n_nodes: int, seed: int = 0) -> Decider:
@@ -148,9 +154,9 @@ def make_decider(spec: str, n_cuts: int, n_nodes: int, seed: int = 0) -> Decider
         return GreedyDecider()
     if body == "offload":
         return FixedDecider(0, node, name=text)
-    if body.startswith("fixed:"):
-        k = body[len("fixed:") :]
+    if body.startswith(("fixed:", "greedy:")) and not (body.startswith("greedy:") and node_text):
+        kind, _, k = body.partition(":")
         if not k.isdigit() or not 0 <= int(k) < n_cuts:
             raise SplitrtError(f"--decider {spec!r}: cut must be 0..{n_cuts - 1} for this model, got {k!r}")
-        return FixedDecider(int(k), node, name=text)
+        return FixedDecider(int(k), node, name=text) if kind == "fixed" else GreedyDecider(int(k))
     raise SplitrtError(f"--decider {spec!r} is not one of: {DECIDER_SPECS}")

@@ -46,6 +46,8 @@ def test_specs_build_the_right_deciders():
         ("offload@3", "node must be 0..2"),
         ("offload@-1", "node must be 0..2"),
         ("greedy@1", "is not one of"),
+        ("greedy:6", "cut must be 0..5"),
+        ("greedy:2@1", "is not one of"),
         ("policy", "is not one of"),
     ],
 )
@@ -62,6 +64,14 @@ def test_local_and_greedy_decisions():
     assert GreedyDecider().decide(context([5.0, 1.0, 3.0], [True, False, True])) == (4, 2)
     assert GreedyDecider().decide(context([5.0, 1.0, 3.0], [False, False, False])) == (5, 0)
     assert ctx.node_queues_flops().tolist() == [5.0, 1.0, 3.0]
+
+
+def test_greedy_at_a_fixed_cut_only_picks_the_node():
+    greedy2 = make_decider("greedy:2", 6, 3)
+    assert greedy2.name == "greedy:2"
+    assert greedy2.decide(context([5.0, 1.0, 3.0], [True, True, True])) == (2, 1)
+    assert greedy2.decide(context([0.5, 1.0, 3.0], [True, True, False])) == (2, 0)
+    assert greedy2.decide(context([5.0, 1.0, 3.0], [False, False, False])) == (5, 0)  # nowhere to go
 
 
 def test_random_decider_stays_in_the_mask_and_is_seeded():

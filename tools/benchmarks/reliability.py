@@ -86,8 +86,8 @@ class _Proc:
                 self.popen.wait(10)
 
 
-def _serve(model_dir: Path, work: Path, *args: str) -> tuple[_Proc, str]:
-    proc = _Proc(["serve", "--segments", str(model_dir), "--bind", "tcp://127.0.0.1:*", *args], work / "serve.err")
+def _serve(model_dir: Path, work: Path, *args: str, log: str = "serve") -> tuple[_Proc, str]:
+    proc = _Proc(["serve", "--segments", str(model_dir), "--bind", "tcp://127.0.0.1:*", *args], work / f"{log}.err")
     endpoint = proc.wait_line("listening ").split()[1]
     return proc, endpoint
 
@@ -105,9 +105,11 @@ def _state(endpoint: str, timeout_ms: int = 10_000) -> dict[str, Any]:
         sock.close(0)
 
 
-def _vehicle(model_dir: Path, endpoint: str, out: Path, *args: str) -> _Proc:
+def _vehicle(model_dir: Path, edges: str | list[str], out: Path, *args: str) -> _Proc:
+    """A vehicle; ``edges`` is one endpoint or already the ``--edge E ...`` arguments."""
+    edge_args = ["--edge", edges] if isinstance(edges, str) else edges
     return _Proc(
-        ["vehicle", "--segments", str(model_dir), "--edge", endpoint, "--out", str(out), "--id", out.stem, *args],
+        ["vehicle", "--segments", str(model_dir), *edge_args, "--out", str(out), "--id", out.stem, *args],
         out.with_suffix(".err"),
     )
 
@@ -180,54 +182,84 @@ OVERLOAD_VEHICLES = 16
 OVERLOAD_CUT = 10
 OVERLOAD_SPEED = 4.0
 OVERLOAD_QUEUE = 8
+OVERLOAD_SVS = 2
 SLOT_S = 0.1
+#: The variants, in run order (edge_runtime.decision specs): blind offloading at the fixed cut to
+#: the RSU alone; then, with the RSU and two SVs to choose from, the queue-aware greedy decider at
+#: the same cut (it only picks the node with the shortest known backlog) and the paper's greedy
+#: (it also picks the cut: the smallest tensor).
+OVERLOAD_DECIDERS = ("fixed", f"greedy:{OVERLOAD_CUT}", "greedy")
 
 
 def overload(ctx: BenchContext) -> list[dict[str, Any]]:
+    """Every variant (`OVERLOAD_DECIDERS`), one after the other, each for the whole duration, all
+    at the arrival rate the first run's RSU calibration gives."""
     duration_s = ctx.duration_s or (20.0 if ctx.quick else 600.0)
     manifest = ctx.export("mobilenet_v2")
+    out: list[dict[str, Any]] = []
+    capacity = None
+    for decider in OVERLOAD_DECIDERS:
+        records, capacity = _overload_run(manifest, decider, duration_s, capacity)
+        out += records
+    return out
+
+
+def _overload_run(
+    manifest, decider: str, duration_s: float, capacity: float | None
+) -> tuple[list[dict[str, Any]], float]:
     flops_after = float(manifest.cuts[OVERLOAD_CUT].flops_after)
+    n_svs = 0 if decider == "fixed" else OVERLOAD_SVS
+    node_args = ["--workers", "1", "--threads", "1", "--queue-limit", str(OVERLOAD_QUEUE),
+                 "--speed-factor", str(OVERLOAD_SPEED), "--speed-mode", "stretch"]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="splitrt-overload-") as tmp:
         work = Path(tmp)
-        server, endpoint = _serve(
-            manifest.directory, work, "--role", "rsu", "--workers", "1", "--threads", "1",
-            "--queue-limit", str(OVERLOAD_QUEUE), "--speed-factor", str(OVERLOAD_SPEED), "--speed-mode", "stretch",
-        )  # fmt: skip
+        servers: list[tuple[_Proc, str]] = []
         vehicles: list[_Proc] = []
         try:
-            node = psutil.Process(server.popen.pid)
-            state = _state(endpoint)
-            rss_start = node.memory_info().rss
-            # The node's service rate at this cut, from its own calibration (stretch included).
-            tail_s = flops_after / state["models"][manifest.model]["flops_per_s"]
-            capacity = state["workers"] / tail_s
+            names = ["rsu", *[f"sv{k + 1}" for k in range(n_svs)]]
+            for name in names:
+                role = "rsu" if name == "rsu" else "sv"
+                servers.append(_serve(manifest.directory, work, "--role", role, "--name", name, *node_args, log=name))
+            endpoints = [e for _, e in servers]
+            nodes = [psutil.Process(p.popen.pid) for p, _ in servers]
+            state = _state(endpoints[0])
+            rss_start = nodes[0].memory_info().rss
+            # The RSU's service rate at the fixed cut, from its own calibration (stretch included);
+            # every variant gets the same arrivals: twice what the RSU alone serves at that cut.
+            if capacity is None:
+                capacity = state["workers"] * state["models"][manifest.model]["flops_per_s"] / flops_after
             offered = 2.0 * capacity
             per_slot = offered / OVERLOAD_VEHICLES * SLOT_S
             slots = int(duration_s / SLOT_S)
             outs = [work / f"v{i:02d}.jsonl" for i in range(OVERLOAD_VEHICLES)]
-            common = ["--decider", f"fixed:{OVERLOAD_CUT}", "--arrivals", f"poisson:{per_slot:.4f}"]
+            spec = f"fixed:{OVERLOAD_CUT}" if decider == "fixed" else decider
+            common = ["--decider", spec, "--arrivals", f"poisson:{per_slot:.4f}", "--node-names", ",".join(names)]
             common += ["--slots", str(slots), "--slot-s", str(SLOT_S), "--timeout-s", "10", "--connect-s", "60"]
+            edges = [a for e in endpoints for a in ("--edge", e)]
             for i, out in enumerate(outs):
-                vehicles.append(_vehicle(manifest.directory, endpoint, out, *common, "--seed", str(i)))
-            peak_rss, max_queue = rss_start, 0
+                vehicles.append(_vehicle(manifest.directory, edges, out, *common, "--seed", str(i)))
+            peak_rss = [n.memory_info().rss for n in nodes]
+            max_queue = 0
             deadline = time.monotonic() + duration_s + 300
             while any(v.popen.poll() is None for v in vehicles):
                 if time.monotonic() > deadline:
                     raise RuntimeError("overload: vehicles still running long after the run should have ended")
-                peak_rss = max(peak_rss, node.memory_info().rss)
-                snap = _state(endpoint)
-                max_queue = max(max_queue, *(q["tasks"] for q in snap["queues"].values()))
+                peak_rss = [max(p, n.memory_info().rss) for p, n in zip(peak_rss, nodes, strict=True)]
+                for e in endpoints:
+                    snap = _state(e)
+                    max_queue = max(max_queue, *(q["tasks"] for q in snap["queues"].values()))
                 time.sleep(0.5)
             failed_vehicles = [v.log.read_text()[-500:] for v in vehicles if v.popen.returncode != 0]
             if failed_vehicles:
                 raise RuntimeError(f"overload: a vehicle exited with an error: {failed_vehicles[0]}")
-            final = _state(endpoint)
+            finals = [_state(e) for e in endpoints]
             records = [r for out in outs for r in read_jsonl(out)]
             accounts = [account(Path(f"{out}.journal"), read_jsonl(out)) for out in outs]
         finally:
             for v in vehicles:
                 v.stop(signal.SIGKILL)
-            server.stop()
+            for s, _ in servers:
+                s.stop()
     lost = sum(a["missing"] + a["duplicates"] for a in accounts)
     first = min(r["arrival_unix_s"] for r in records)
     last = max(r["completion_unix_s"] for r in records)
@@ -235,20 +267,23 @@ def overload(ctx: BenchContext) -> list[dict[str, Any]]:
     total = np.array([r["total_s"] for r in records])
     done = [r for r in records if r["outcome"] != "failed"]
     params = {
+        "decider": decider,
+        "svs": n_svs,
         "vehicles": OVERLOAD_VEHICLES,
         "model": manifest.model,
-        "cut": OVERLOAD_CUT,
+        "cut": "smallest tensor" if decider == "greedy" else OVERLOAD_CUT,
         "queue_limit": OVERLOAD_QUEUE,
         "speed_factor": OVERLOAD_SPEED,
         "duration_s": duration_s,
     }
-    return [
+    cuts = sorted({int(r["cut"]) for r in records})
+    return ([
         record("overload", "tasks_per_s", len(done) / span, "1/s", **params),
         record("overload", "p50_s", float(np.percentile(total, 50)), "s", **params),
         record("overload", "p99_s", float(np.percentile(total, 99)), "s", **params),
-        record("overload", "rejected", final["counters"]["busy"], "count", **params),
+        record("overload", "rejected", sum(f["counters"]["busy"] for f in finals), "count", **params),
         record("overload", "lost", lost, "count", **params),
-        record("overload", "peak_rss_mb", peak_rss / 2**20, "MiB", **params),
+        record("overload", "peak_rss_mb", max(peak_rss) / 2**20, "MiB", **params),
         record("overload", "rss_start_mb", rss_start / 2**20, "MiB", **params),
         record("overload", "capacity_tasks_per_s", capacity, "1/s", **params),
         record("overload", "offered_tasks_per_s", offered, "1/s", **params),
@@ -257,11 +292,45 @@ def overload(ctx: BenchContext) -> list[dict[str, Any]]:
         record("overload", "fallback_fraction", sum(r["outcome"] == "fallback" for r in records) / len(records), "fraction", **params),
         record("overload", "failed", len(records) - len(done), "count", **params),
         record("overload", "max_queue_tasks", max_queue, "count", **params),
-        record("overload", "node_completed", final["counters"]["completed"], "count", **params),
+        record("overload", "node_completed", sum(f["counters"]["completed"] for f in finals), "count", **params),
+        record("overload", "cuts_used", len(cuts), "count", **params, cuts=",".join(map(str, cuts))),
     ] + [
         record("overload", "tasks_by_outcome", n, "count", **params, outcome=outcome, reason=reason)
         for (outcome, reason), n in sorted(_outcomes(records).items())
-    ]  # fmt: skip
+    ] + [
+        record("overload", "task_share", share, "fraction", **params, place=place)
+        for place, share in task_shares(records).items()
+    ] + [
+        record("overload", "work_share", share, "fraction", **params, place=place)
+        for place, share in work_shares(records, manifest).items()
+    ]), capacity  # fmt: skip
+
+
+def _place(record: dict[str, Any]) -> str:
+    """Where a task's tail ran: ``rsu``, ``sv`` (any SV) or ``local`` (local and fallback)."""
+    if record["outcome"] != "remote":
+        return "local"
+    return "rsu" if record["node"] == 0 else "sv"
+
+
+def task_shares(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Fraction of the completed tasks whose tail ran at the RSU, at an SV, or on the vehicle."""
+    done = [r for r in records if r["outcome"] != "failed"]
+    return {p: sum(_place(r) == p for r in done) / max(1, len(done)) for p in ("rsu", "sv", "local")}
+
+
+def work_shares(records: list[dict[str, Any]], manifest) -> dict[str, float]:
+    """Fraction of the completed tasks' FLOPs computed at the RSU, at SVs, or on the vehicles (the
+    head of every task, and the tail of the local and fallback ones)."""
+    flops = {"rsu": 0.0, "sv": 0.0, "local": 0.0}
+    for r in records:
+        if r["outcome"] == "failed":
+            continue
+        cut = manifest.cuts[int(r["cut"])]
+        flops["local"] += float(cut.flops_before)
+        flops[_place(r)] += float(cut.flops_after)
+    whole = sum(flops.values()) or 1.0
+    return {p: f / whole for p, f in flops.items()}
 
 
 def _outcomes(records: list[dict[str, Any]]) -> dict[tuple[str, str], int]:

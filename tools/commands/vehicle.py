@@ -31,7 +31,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--decider",
         default="greedy",
-        help="local | offload[@J] | fixed:K[@J] | greedy | random | policy:DIR (K = cut, J = node index, "
+        help="local | offload[@J] | fixed:K[@J] | greedy[:K] | random | policy:DIR (K = cut, J = node index, "
         "DIR = a trained policy: policy.onnx + policy.json)",
     )
     p.add_argument("--slots", type=int, default=30, help="slots to generate tasks in")
