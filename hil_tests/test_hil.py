@@ -185,8 +185,14 @@ def test_hil_end_to_end_report_matches_the_records(hil_exports, tmp_path):
 
 @pytest.mark.timeout(600)
 def test_broker_killed_mid_run_tasks_complete_and_drops_are_counted(hil_exports, tmp_path):
+    """The broker killed at slot 2 (and, with namespaces, cv0's links blacked out for slots 3-4):
+    every task still ends exactly once, and summary.json / the report show each fault window with
+    the tasks that arrived before, during and after it."""
     out = tmp_path / "run"
-    code, _, stderr = finish(hil(out, hil_exports, "--methods", "greedy", "--slots", "6", "--fault", "broker-kill@2"))
+    blackout = ["--fault", "blackout@3:2"] if NETNS else []
+    code, _, stderr = finish(
+        hil(out, hil_exports, "--methods", "greedy", "--slots", "6", "--fault", "broker-kill@2", *blackout)
+    )
     assert code == 0, stderr[-3000:]
     assert "fault: killing the broker at slot 2" in stderr
     s = json.loads((out / "summary.json").read_text())[0]
@@ -195,7 +201,43 @@ def test_broker_killed_mid_run_tasks_complete_and_drops_are_counted(hil_exports,
     books = read_jsonl(out / "greedy" / "controller.jsonl")
     assert any(b["stale"] for b in books[2:])  # the controller fell back on the last known states
     assert all(b["tasks_done"] == 2 for b in books)  # the vehicles' own records are complete
+    records = read_jsonl(out / "greedy" / "records.jsonl")
+    assert sorted(r["task_id"] for r in records) == sorted({r["task_id"] for r in records})  # each ended once
+    # the fault windows: the broker down from slot 2 to the end (not restarted), cv0 cut off in 3..4
+    expected = {"broker_killed": (2, 6)} | ({"link_blackout": (3, 5)} if NETNS else {})
+    faults = {f["kind"]: f for f in s["faults"]}
+    assert {k: (f["start_slot"], f["end_slot"]) for k, f in faults.items()} == expected
+    lines = read_jsonl(out / "greedy" / "faults.jsonl")
+    assert sorted(x["kind"] for x in lines if x["event"] == "fault") == sorted(expected)
+    for kind, (a, b) in expected.items():
+        f = faults[kind]
+        assert f["start_unix_s"] < f["end_unix_s"]
+        parts = f["tasks"]
+        assert sum(p["n"] for p in parts.values()) == len(records)
+        # the window covers exactly the tasks of its slots (arrivals at the slot starts)
+        want = {"before": range(0, a), "during": range(a, b), "after": range(b, 6)}
+        for part, slots in want.items():
+            mine = [r for r in records if r["slot"] in slots]
+            assert parts[part]["n"] == len(mine), (kind, part)
+            assert parts[part]["outcomes"] == {o: sum(r["outcome"] == o for r in mine) for o in parts[part]["outcomes"]}
+        assert parts["during"]["outcomes"]["failed"] == 0
+    report = (out / "report.md").read_text()
+    assert "## Faults" in report and all(f"| greedy | {k} |" in report for k in expected)
+    assert "2..5" in report and (not NETNS or "3..4" in report)
     assert_nothing_left(out)
+    # --report-only finds the windows in greedy/faults.jsonl
+    (out / "summary.json").unlink()
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "hil", "--report-only", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    again = json.loads((out / "summary.json").read_text())[0]
+    assert again["faults"] == s["faults"]
+    assert "## Faults" in (out / "report.md").read_text()
 
 
 @pytest.mark.timeout(600)

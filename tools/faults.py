@@ -5,7 +5,7 @@ A fault window is one JSON line in ``faults.jsonl`` (`FaultLog`), written when t
 
     {"event": "fault_start" | "fault", "kind": ..., "target": ..., "start_unix_s": ..., "end_unix_s": ..., "detail": {...}}
 
-Kinds used here (hil_tests/test_faults.py):
+Kinds used in hil_tests/test_faults.py:
 
 | kind | what | how |
 |---|---|---|
@@ -19,8 +19,13 @@ Times are wall clock (seconds since the epoch), like the task records' ``arrival
 report can place every task before, inside or after a window (`split_by_window`). Every line can
 also go to other sinks (the MQTT telemetry's ``event`` topic takes the same dicts).
 
-``splitrt hil --fault broker-kill@N|crash@N`` injects its own faults (tools/hil/live.py); it does
-not write fault windows here.
+``splitrt hil --fault broker-kill@N|blackout@N:S`` (tools/hil/live.py) logs its faults here too,
+one ``OUT/<method>/faults.jsonl`` per method, with kinds ``broker_killed`` (the embedded broker
+killed at slot N and not started again: the window lasts to the end of the run, ``restarted``:
+false) and ``link_blackout`` (every link of cv0 down for slots N..N+S-1); their ``detail`` has
+``slot`` and ``end_slot`` (slots [slot, end_slot)). The report (tools/hil/report.py
+`fault_summary`, also with ``--report-only``) shows every window with the tasks before, during
+and after it and shades it on the queue and Lyapunov plots.
 """
 
 from __future__ import annotations

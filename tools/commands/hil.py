@@ -109,7 +109,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KIND@SLOT",
-        help="fault injection for tests: broker-kill@N (kill the embedded broker at slot N), crash@N",
+        help="fault injection for tests: broker-kill@N (kill the embedded broker at slot N; it stays down), "
+        "crash@N (the orchestrator raises), blackout@N:S (cv0's links down for slots N..N+S-1; needs "
+        "namespaces); each window goes to OUT/<method>/faults.jsonl and the report",
     )
 
 

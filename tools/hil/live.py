@@ -44,6 +44,7 @@ from edge_runtime.slotclock import SlotClock
 from edge_runtime.telemetry import Publisher
 from tools import linkem
 from tools.broker import EmbeddedBroker, free_port, start_broker, sweep_stale_brokers
+from tools.faults import FaultLog, FaultWindow, read_windows
 from tools.hil.plan import HilPlan
 from tools.hil.processes import Child
 
@@ -56,7 +57,7 @@ START_TIMEOUT_S = 240.0
 START_LEAD_S = 0.5
 #: Link rates of slot t are set this long before its boundary.
 TC_LEAD_S = 0.02
-FAULTS = ("broker-kill", "crash")
+FAULTS = ("broker-kill", "crash", "blackout")
 
 
 @dataclass
@@ -78,16 +79,22 @@ class LiveResult:
     wall_s: float
     cpu_s: float
     tc_update_s: list[float] = field(default_factory=list)
+    faults: list[FaultWindow] = field(default_factory=list)  # the injected faults (faults.jsonl)
 
 
-def parse_faults(specs: list[str]) -> dict[str, int]:
-    """``["broker-kill@10"]`` -> {"broker-kill": 10} (fault injection for tests)."""
+def parse_faults(specs: list[str]) -> dict[str, tuple[int, int]]:
+    """``["broker-kill@10", "blackout@3:2"]`` -> {"broker-kill": (10, 0), "blackout": (3, 2)}
+    (fault injection for tests): the slot the fault starts at, and for ``blackout`` how many slots
+    it lasts."""
     out = {}
     for spec in specs:
-        kind, _, slot = spec.partition("@")
-        if kind not in FAULTS or not slot.isdigit():
-            raise SplitrtError(f"--fault {spec!r} must be KIND@SLOT with KIND one of {', '.join(FAULTS)}")
-        out[kind] = int(slot)
+        kind, _, when = spec.partition("@")
+        slot, _, span = when.partition(":")
+        if kind not in FAULTS or not slot.isdigit() or (kind == "blackout") != bool(span):
+            raise SplitrtError(f"--fault {spec!r} must be broker-kill@SLOT, crash@SLOT or blackout@SLOT:SLOTS")
+        if kind == "blackout" and not (span.isdigit() and int(span) >= 1 and int(slot) >= 1):
+            raise SplitrtError(f"--fault {spec!r}: a blackout starts at slot 1 or later and lasts 1 slot or more")
+        out[kind] = (int(slot), int(span or 0))
     return out
 
 
@@ -104,7 +111,7 @@ class Experiment:
         broker_kind: str = "auto",
         say: Callable[[str], None] = print,
         progress: bool = True,
-        faults: dict[str, int] | None = None,
+        faults: dict[str, tuple[int, int]] | None = None,
         speed_mode: str = "pace",
         discipline: str = "containers",
     ) -> None:
@@ -231,6 +238,10 @@ class Experiment:
         mdir = self.out_dir / method
         logs = mdir / "logs"
         mdir.mkdir(parents=True, exist_ok=True)
+        if "blackout" in self.faults and self.topology is None:
+            raise SplitrtError("--fault blackout needs the emulated links (root, iproute2, no --no-netns)")
+        (mdir / "faults.jsonl").unlink(missing_ok=True)
+        faults = FaultLog(mdir / "faults.jsonl")
         work_path = plan.work.write(mdir / "work.json")
         for cv in plan.cvs:
             cv.trace.write(mdir / "traces" / f"{cv.id}.json")
@@ -371,7 +382,7 @@ class Experiment:
             clock = SlotClock(epoch, sc.slot_s)
             publisher.publish("slot", clock.beacon(0))
             publisher.publish("event", {"event": "start", "method": method, "epoch_unix_s": epoch})
-            cpu = self._drive(method, clock, controller, [*nodes, *vehicles], vehicles, done, tc_times)
+            cpu = self._drive(method, clock, controller, [*nodes, *vehicles], vehicles, done, tc_times, faults)
             deadline = time.monotonic() + drain_bound_s(plan)
             for child in vehicles:
                 code = child.wait(max(1.0, deadline - time.monotonic()))
@@ -424,8 +435,10 @@ class Experiment:
         vehicles: list[Child],
         done: dict[str, float],
         tc_times: list[float],
+        faults: FaultLog,
     ) -> float:
-        """The slot loop: link rates before each boundary, the online controller record after.
+        """The slot loop: link rates before each boundary, the online controller record after,
+        and the injected faults (``self.faults``), each logged as a window in ``faults``.
         Returns the CPU seconds every process of the experiment used during the T slots."""
         sc = self.plan.scenario
         _sleep_until(clock.epoch_unix_s)
@@ -438,17 +451,34 @@ class Experiment:
 
             bar = tqdm(total=t_slots, desc=f"{method} live", unit="slot", leave=True, file=sys.stderr)
         emitted = -1
+        at = {kind: slot for kind, (slot, _) in self.faults.items()}
+        broker_down: FaultWindow | None = None
+        blackout: FaultWindow | None = None
+        cv0_links = [f"{self.plan.cvs[0].id}-{node}" for node in self.plan.node_names]
+        t = 0
         try:
             for t in range(1, t_slots + 2):
                 boundary = clock.slot_start_unix_s(t)
                 _sleep_until(boundary - TC_LEAD_S)
                 if t == t_slots:
                     cpu_used = self._cpu_seconds(children) - cpu_start
-                if self.faults.get("crash") == t:
+                if at.get("crash") == t:
                     raise RuntimeError(f"injected crash at slot {t} (--fault crash@{t})")
-                if self.faults.get("broker-kill") == t and self.broker is not None:
+                if at.get("broker-kill") == t and self.broker is not None:
                     self.say(f"fault: killing the broker at slot {t}")
+                    # the embedded broker is not started again: down until the end of the run
+                    broker_down = faults.start("broker_killed", "broker", slot=t, end_slot=t_slots, restarted=False)
                     self.broker.kill()
+                if blackout is not None and t == blackout.detail["end_slot"]:
+                    self._set_links_down(cv0_links, False)
+                    faults.end(blackout)
+                    self.say(f"fault: {', '.join(cv0_links)} back up at slot {t}")
+                    blackout = None
+                if at.get("blackout") == t and self.topology is not None:
+                    span = self.faults["blackout"][1]
+                    self.say(f"fault: {', '.join(cv0_links)} down for slots {t}..{t + span - 1}")
+                    blackout = faults.start("link_blackout", ",".join(cv0_links), slot=t, end_slot=t + span)
+                    self._set_links_down(cv0_links, True)
                 if self.topology is not None and t < t_slots:
                     tc_times.append(self._set_rates(t, self._tc_log))
                 _sleep_until(boundary + 0.2 * sc.slot_s)
@@ -464,7 +494,17 @@ class Experiment:
         finally:
             if bar is not None:
                 bar.close()
+            if blackout is not None:  # the run ended inside the blackout
+                self._set_links_down(cv0_links, False)
+                faults.end(blackout, end_slot=min(t, t_slots))
+            if broker_down is not None:
+                faults.end(broker_down)
         return cpu_used
+
+    def _set_links_down(self, links: list[str], down: bool) -> None:
+        assert self.topology is not None
+        for name in links:
+            self.topology.set_down(name, down)
 
     def _cpu_seconds(self, children: list[Child]) -> float:
         """User + system CPU seconds of the children, the broker and this process so far."""
@@ -526,6 +566,7 @@ class Experiment:
             wall_s=wall_s,
             cpu_s=cpu_s,
             tc_update_s=tc_times,
+            faults=read_windows(mdir / "faults.jsonl") if (mdir / "faults.jsonl").is_file() else [],
         )
 
 
@@ -605,6 +646,7 @@ def load_result(
         epoch_unix_s=float("nan"),
         wall_s=float("nan"),
         cpu_s=float("nan"),
+        faults=_read_faults(mdir / "faults.jsonl"),
     )
 
 
@@ -628,6 +670,16 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
         if missing:
             raise SplitrtError(f"{path}: record {n} is not a task record (no {', '.join(missing)})")
     return records
+
+
+def _read_faults(path: Path) -> list[FaultWindow]:
+    """The fault windows of a run directory's ``faults.jsonl`` (none when it is absent)."""
+    if not path.is_file():
+        return []
+    try:
+        return read_windows(path)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise SplitrtError(f"cannot read fault windows {path}: {exc}") from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

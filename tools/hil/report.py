@@ -19,6 +19,7 @@ Per method (``summary.json``, a list; the first eight keys are the contract of t
 | ``outcomes``, ``missed_slots``, ``telemetry_dropped``, ``stale_states`` | live bookkeeping |
 | ``pace_misses`` | per process, the fraction of paced segment runs whose compute took longer than the emulated device's time (the host was busier than the emulation allows: those timings are the host's, not the scenario's) |
 | ``cpu_load`` | the children's CPU seconds over the run's wall time and CPUs (measured) next to the plan's estimate |
+| ``faults`` | every fault window of the run (``<method>/faults.jsonl``, tools/faults.py): ``kind``, ``target``, ``start_unix_s`` / ``end_unix_s`` / ``duration_s``, ``start_slot`` / ``end_slot`` (slots [start, end) when known), ``detail``, and ``tasks``: for the tasks that arrived ``before``, ``during`` and ``after`` it (`split_by_window`), ``n``, ``outcomes`` (remote, local, fallback, failed) and ``reasons`` (non-remote outcomes by reason) |
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from tools.faults import FaultWindow, split_by_window
 from tools.hil.live import LiveResult
 from tools.hil.plan import HilPlan
 from tools.hil.simulate import COMPONENTS, SimResult, replay, simulate
@@ -82,6 +84,50 @@ def _trend(backlog: np.ndarray) -> float:
         return 0.0
     x = np.arange(len(half), dtype=np.float64)
     return float(np.polyfit(x, half, 1)[0])
+
+
+OUTCOMES = ("remote", "local", "fallback", "failed")
+
+
+def fault_summary(
+    windows: list[FaultWindow], records: list[dict[str, Any]], epoch_unix_s: float, slot_s: float
+) -> list[dict[str, Any]]:
+    """Every fault window with the outcomes of the tasks that arrived before, during and after
+    it. The slots come from the window's ``slot`` / ``end_slot`` details (what `splitrt hil`
+    writes), else from the run's epoch when it is known."""
+    out = []
+    for w in windows:
+        start_slot, end_slot = w.detail.get("slot"), w.detail.get("end_slot")
+        if start_slot is None and math.isfinite(epoch_unix_s):
+            start_slot = math.floor((w.start_unix_s - epoch_unix_s) / slot_s + 0.5)
+            if w.end_unix_s is not None:
+                end_slot = math.floor((w.end_unix_s - epoch_unix_s) / slot_s + 0.5)
+        tasks = {}
+        for part, rs in split_by_window(records, w).items():
+            reasons: dict[str, int] = {}
+            for r in rs:
+                if r["outcome"] != "remote":
+                    key = f"{r['outcome']}: {str(r.get('reason', '')).split(':')[0]}"
+                    reasons[key] = reasons.get(key, 0) + 1
+            tasks[part] = {
+                "n": len(rs),
+                "outcomes": {o: sum(r["outcome"] == o for r in rs) for o in OUTCOMES},
+                "reasons": reasons,
+            }
+        out.append(
+            {
+                "kind": w.kind,
+                "target": w.target,
+                "start_unix_s": w.start_unix_s,
+                "end_unix_s": w.end_unix_s,
+                "duration_s": None if w.end_unix_s is None else w.end_unix_s - w.start_unix_s,
+                "start_slot": start_slot,
+                "end_slot": end_slot,
+                "detail": w.detail,
+                "tasks": tasks,
+            }
+        )
+    return out
 
 
 def measured_backlog(live: LiveResult) -> np.ndarray:
@@ -174,6 +220,7 @@ def method_summary(plan: HilPlan, live: LiveResult, sim: SimResult, rep: SimResu
         },
         "experiment": live.experiment,
         "wall_s": live.wall_s if math.isfinite(live.wall_s) else None,
+        "faults": fault_summary(live.faults, live.records, live.epoch_unix_s, plan.scenario.slot_s),
     }
 
 
@@ -287,6 +334,33 @@ def queue_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def _tasks_cell(part: dict[str, Any]) -> str:
+    counts = ", ".join(f"{o} {n}" for o, n in part["outcomes"].items() if n)
+    reasons = "; ".join(f"{k} x{n}" for k, n in sorted(part["reasons"].items()))
+    return f"{part['n']}" + (f" ({counts})" if counts else "") + (f" [{reasons}]" if reasons else "")
+
+
+def fault_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per fault window of every method (the report's "Faults" table)."""
+    rows = [["method", "fault", "target", "slots", "duration s", "tasks before", "during", "after"]]
+    for s in summary:
+        for f in s.get("faults", []):
+            a, b = f["start_slot"], f["end_slot"]
+            slots = "-" if a is None else (f"{a}.." if b is None else f"{a}..{b - 1}" if b > a else f"{a}")
+            dur = "open" if f["duration_s"] is None else f"{f['duration_s']:.2f}"
+            rows.append(
+                [
+                    s["method"],
+                    f["kind"],
+                    f["target"],
+                    slots,
+                    dur,
+                    *(_tasks_cell(f["tasks"][p]) for p in ("before", "during", "after")),
+                ]
+            )
+    return rows
+
+
 def markdown_table(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
@@ -379,6 +453,7 @@ def plot(
                 meas = [r["lyapunov_start"] for r in live.controller]
             sim_vals = [0.0] + [s[key_sim] for s in sims[m].slots][:-1]  # after slot t-1 = start of t
             t = np.arange(len(meas)) * tau
+            shade_faults(ax, next(s for s in summary if s["method"] == m).get("faults", []), tau, len(meas))
             ax.plot(t, np.asarray(meas) / scale, "-", label="measured")
             ax.plot(np.arange(len(sim_vals)) * tau, np.asarray(sim_vals) / scale, "--", label="simulated")
             ax.set_title(m)
@@ -389,6 +464,15 @@ def plot(
         fig.tight_layout()
         written.append(_save(fig, out / name))
     return written
+
+
+def shade_faults(ax, faults: list[dict[str, Any]], tau: float, slots: int) -> None:
+    """Shade every fault window with known slots on a per-slot time axis (x = slot x tau)."""
+    for k, f in enumerate(faults):
+        if f["start_slot"] is None:
+            continue
+        end = f["end_slot"] if f["end_slot"] is not None else slots
+        ax.axvspan(f["start_slot"] * tau, end * tau, color="red", alpha=0.15, label="fault" if k == 0 else None)
 
 
 def _save(fig, path: Path) -> Path:
@@ -489,6 +573,18 @@ def write_report(
             f"wall time {'-' if s['wall_s'] is None else format(s['wall_s'], '.0f')} s."
         )
         blocks.append(("p", extra))
+    faults = fault_rows(summary)
+    if len(faults) > 1:
+        blocks.append(("h2", "Faults"))
+        blocks.append(
+            (
+                "p",
+                "Injected faults (<method>/faults.jsonl): each window from the fault's start to its end (slots "
+                "[start, end), shaded red on the queue and Lyapunov plots), and the tasks that arrived before, "
+                "during and after it with their outcomes (and the reasons of those not done remotely).",
+            )
+        )
+        blocks.append(("table", faults))
     if skipped:
         blocks.append(("h2", "Methods not run live"))
         blocks.append(("table", [["method", "why"], *[[m, why] for m, why in skipped.items()]]))
