@@ -12,20 +12,27 @@ Figures (benchmark / figure / params):
   ``vehicle_not_remote`` (a well-behaved `splitrt vehicle` served at the same time: it must see no
   failure). 10,000 frames (``--quick``: 1,000).
 - ``overload`` / ``tasks_per_s``, ``p50_s``, ``p99_s``, ``rejected``, ``lost``, ``peak_rss_mb``: 16
-  `splitrt vehicle` processes offload MobileNetV2 at cut 10 to one RSU (`splitrt serve`, one worker,
-  ``--queue-limit`` 8, ``--speed-factor`` 4 in stretch mode so its compute costs little CPU) at about
-  twice what the RSU can serve (its own calibrated tail time gives the capacity mu; arrivals are
-  Poisson at 2 mu in total). ``tasks_per_s``: tasks completed per second over all vehicles;
-  ``p50_s``/``p99_s``: completion times; ``rejected``: the node's ``busy`` replies; ``lost``:
-  tasks the vehicles' journals say were generated that have no record (must be 0);
-  ``peak_rss_mb``: the node's peak resident memory (sampled every 0.5 s). Also
-  ``capacity_tasks_per_s`` (mu), ``offered_tasks_per_s``, ``remote_tasks_per_s``,
-  ``fallback_fraction``, ``failed``, ``max_queue_tasks`` (largest queue a state request saw) and
-  ``rss_start_mb``. Duration ``--duration-s`` (default 600 s; ``--quick``: 20 s).
+  `splitrt vehicle` processes offload MobileNetV2 to edge nodes (`splitrt serve`, one worker each,
+  ``--queue-limit`` 8, ``--speed-factor`` 4 in stretch mode so their compute costs little CPU) at
+  about twice what the RSU alone can serve at cut 10 (its own calibrated tail time gives the
+  capacity mu; arrivals are Poisson at 2 mu in total, the same in every variant). Three variants,
+  one after the other (param ``decider``): ``fixed`` (every task cut at 10 and sent to the RSU,
+  the only node: blind offloading), ``greedy:10`` (cut 10, sent to the node with the shortest
+  known backlog among the RSU and two SVs of the same speed: state requests every slot, backlogs
+  carried by every reply) and ``greedy`` (the paper's greedy: the same node choice, and the cut
+  with the smallest tensor, which for MobileNetV2 is cut 33: nearly the whole network on the
+  vehicle). ``tasks_per_s``: tasks completed per second over all vehicles; ``p50_s``/``p99_s``:
+  completion times; ``rejected``: the nodes' ``busy`` replies; ``lost``: tasks the vehicles'
+  journals say were generated that have no record (must be 0); ``peak_rss_mb``: the largest
+  node's peak resident memory (sampled every 0.5 s). Also ``task_share`` and ``work_share`` by
+  ``place`` (``rsu``, ``sv``, ``local``: where the tails ran, and where the FLOPs were computed,
+  heads included), ``capacity_tasks_per_s`` (mu), ``offered_tasks_per_s``,
+  ``remote_tasks_per_s``, ``fallback_fraction``, ``failed``, ``max_queue_tasks`` (largest queue
+  a state request saw), ``cuts_used`` and ``rss_start_mb``. Duration ``--duration-s`` per variant
+  (default 600 s; ``--quick``: 20 s).
 
-There is no offloading controller in the loop: every vehicle offloads every task (issue 6 brings
-the Lyapunov controller that would shift work to local/SVs); what is measured is the node's
-protection of itself ("busy" past its queue limit) and the vehicles' local fallback.
+The deciders are per-vehicle rules on what each vehicle knows (edge_runtime.decision), not the
+Lyapunov controller of `splitrt hil` (which keeps the books; it does not decide for the vehicles).
 """
 
 from __future__ import annotations

@@ -57,6 +57,8 @@ START_TIMEOUT_S = 240.0
 START_LEAD_S = 0.5
 #: Link rates of slot t are set this long before its boundary.
 TC_LEAD_S = 0.02
+#: Injected link faults start and end this fraction of a slot before their slot boundary.
+FAULT_LEAD_FRACTION = 0.25
 FAULTS = ("broker-kill", "crash", "blackout")
 
 
@@ -459,16 +461,10 @@ class Experiment:
         try:
             for t in range(1, t_slots + 2):
                 boundary = clock.slot_start_unix_s(t)
-                _sleep_until(boundary - TC_LEAD_S)
-                if t == t_slots:
-                    cpu_used = self._cpu_seconds(children) - cpu_start
-                if at.get("crash") == t:
-                    raise RuntimeError(f"injected crash at slot {t} (--fault crash@{t})")
-                if at.get("broker-kill") == t and self.broker is not None:
-                    self.say(f"fault: killing the broker at slot {t}")
-                    # the embedded broker is not started again: down until the end of the run
-                    broker_down = faults.start("broker_killed", "broker", slot=t, end_slot=t_slots, restarted=False)
-                    self.broker.kill()
+                if (blackout is not None and t == blackout.detail["end_slot"]) or at.get("blackout") == t:
+                    # well before the boundary: the ip commands take tens of ms on a busy host, and
+                    # the window must hold exactly the tasks arriving in its slots
+                    _sleep_until(boundary - FAULT_LEAD_FRACTION * sc.slot_s)
                 if blackout is not None and t == blackout.detail["end_slot"]:
                     self._set_links_down(cv0_links, False)
                     faults.end(blackout)
@@ -479,6 +475,16 @@ class Experiment:
                     self.say(f"fault: {', '.join(cv0_links)} down for slots {t}..{t + span - 1}")
                     blackout = faults.start("link_blackout", ",".join(cv0_links), slot=t, end_slot=t + span)
                     self._set_links_down(cv0_links, True)
+                _sleep_until(boundary - TC_LEAD_S)
+                if t == t_slots:
+                    cpu_used = self._cpu_seconds(children) - cpu_start
+                if at.get("crash") == t:
+                    raise RuntimeError(f"injected crash at slot {t} (--fault crash@{t})")
+                if at.get("broker-kill") == t and self.broker is not None:
+                    self.say(f"fault: killing the broker at slot {t}")
+                    # the embedded broker is not started again: down until the end of the run
+                    broker_down = faults.start("broker_killed", "broker", slot=t, end_slot=t_slots, restarted=False)
+                    self.broker.kill()
                 if self.topology is not None and t < t_slots:
                     tc_times.append(self._set_rates(t, self._tc_log))
                 _sleep_until(boundary + 0.2 * sc.slot_s)
