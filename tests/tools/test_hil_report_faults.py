@@ -61,3 +61,23 @@ def test_slots_from_the_epoch_and_open_windows(tmp_path):
     # no epoch (a deployment's files) and no slots in the window: the slots are unknown
     (g,) = fault_summary([w], records, float("nan"), SLOT_S)
     assert g["start_slot"] is None and fault_rows([{"method": "m", "faults": [g]}])[1][3] == "-"
+
+
+def test_run_files_carry_their_fault_windows(tmp_path):
+    """`load_result` (what --report-only reads) picks up <method>/faults.jsonl, and names a bad one."""
+    from edge_runtime.errors import SplitrtError
+    from edge_runtime.records import DURATION_KEYS
+    from tools.hil.live import load_result
+
+    mdir = tmp_path / "greedy"
+    mdir.mkdir()
+    records = [{**dict.fromkeys(DURATION_KEYS, 0.0), **rec(s, "remote"), "vehicle_id": "cv0", "total_s": 0.1}
+               for s in range(4)]  # fmt: skip
+    (mdir / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert load_result(mdir, "greedy", "tc").faults == []
+    write_window(mdir / "faults.jsonl", "broker_killed", EPOCH + 1.9 * SLOT_S, EPOCH + 9 * SLOT_S, slot=2, end_slot=4)
+    (w,) = load_result(mdir, "greedy", "tc").faults
+    assert (w.kind, w.detail["slot"], w.end_unix_s) == ("broker_killed", 2, EPOCH + 9 * SLOT_S)
+    (mdir / "faults.jsonl").write_text('{"event": "fault"}\n')
+    with pytest.raises(SplitrtError, match="cannot read fault windows .*faults.jsonl"):
+        load_result(mdir, "greedy", "tc")
