@@ -156,6 +156,10 @@ def test_summary_numbers_follow_the_records(plan, tmp_path):
 
 
 def test_faults_are_parsed():
-    assert parse_faults(["broker-kill@3", "crash@5"]) == {"broker-kill": 3, "crash": 5}
+    assert parse_faults(["broker-kill@3", "crash@5"]) == {"broker-kill": (3, 0), "crash": (5, 0)}
+    assert parse_faults(["blackout@3:2"]) == {"blackout": (3, 2)}
+    for bad in ("blackout@3", "blackout@0:2", "crash@5:1", "broker-kill@x"):
+        with pytest.raises(SplitrtError, match="--fault"):
+            parse_faults([bad])
     with pytest.raises(SplitrtError, match="--fault 'boom@1'"):
         parse_faults(["boom@1"])
