@@ -6,15 +6,22 @@ from __future__ import annotations
 import pytest
 
 from tools.bench import BenchContext
-from tools.benchmarks.reliability import OVERLOAD_QUEUE, OVERLOAD_VEHICLES, overload
+from tools.benchmarks.reliability import OVERLOAD_DECIDERS, OVERLOAD_QUEUE, OVERLOAD_VEHICLES, overload
 
 
 @pytest.mark.timeout(600)
 def test_overload_rejects_with_busy_and_loses_nothing(tmp_path, small_models):
     (tmp_path / "exports").mkdir()
     (tmp_path / "exports" / "mobilenet_v2").symlink_to(small_models["mobilenet_v2"])
-    figures = {r["figure"]: r["value"] for r in overload(BenchContext(work=tmp_path, quick=True, duration_s=8.0))}
-    print(figures)
+    records = overload(BenchContext(work=tmp_path, quick=True, duration_s=8.0))
+    by_decider: dict[str, dict] = {}
+    for r in records:
+        by_decider.setdefault(r["params"]["decider"], {})[r["figure"]] = r["value"]
+    print(by_decider)
+    assert set(by_decider) == set(OVERLOAD_DECIDERS)
+    for variant in by_decider.values():  # nothing is lost whoever decides
+        assert variant["lost"] == 0 and variant["failed"] == 0
+    figures = by_decider["fixed"]  # blind offloading to the RSU alone: the node must protect itself
     assert figures["lost"] == 0 and figures["failed"] == 0
     assert figures["generated"] >= OVERLOAD_VEHICLES  # every vehicle generated work
     assert figures["offered_tasks_per_s"] == pytest.approx(2 * figures["capacity_tasks_per_s"])
