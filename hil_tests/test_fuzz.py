@@ -41,7 +41,6 @@ def test_fuzzed_frames_are_each_answered_and_the_node_serves_on(procs, small_mod
     after = request_state(endpoint)
     assert after["link"]["disconnects"] >= stats.disconnects_expected
     assert sum(after["counters"]["errors_by_code"].values()) >= stats.errors_answered
-    assert all(q["tasks"] == 0 for q in after["queues"].values())  # nothing half-accepted lingers
     growth_mb = (psutil.Process(server.popen.pid).memory_info().rss - rss_before) / 2**20
     assert growth_mb < RSS_GROWTH_LIMIT_MB, growth_mb
     # The vehicle served at the same time never noticed.
@@ -49,6 +48,10 @@ def test_fuzzed_frames_are_each_answered_and_the_node_serves_on(procs, small_mod
     records = read_records(out)
     check_records(records, slots)
     assert {r["outcome"] for r in records} == {"remote"}
-    assert request_state(endpoint)["counters"]["completed"] == slots
+    final = request_state(endpoint)
+    assert final["counters"]["completed"] == slots
+    # Checked once the vehicle is done (its own task may be queued while the fuzzer finishes):
+    # nothing half-accepted lingers.
+    assert all(q["tasks"] == 0 for q in final["queues"].values())
     server.signal(signal.SIGTERM)
     assert server.wait(60) == 0
