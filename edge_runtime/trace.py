@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import SplitrtError
+from edge_runtime.jsonfile import read_versioned
 
 TRACE_VERSION = 1
 
@@ -107,14 +108,7 @@ class LinkTrace:
     @classmethod
     def load(cls, path: str | Path) -> LinkTrace:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise SplitrtError(f"trace {path} does not exist") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SplitrtError(f"cannot read trace {path}: {exc}") from None
-        if not isinstance(data, dict) or data.get("format_version") != TRACE_VERSION:
-            raise SplitrtError(f"trace {path}: format_version must be {TRACE_VERSION}")
+        data = read_versioned(path, "trace", TRACE_VERSION)
         try:
             j = int(data["n_nodes"])
             return cls(

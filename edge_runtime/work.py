@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import SplitrtError
+from edge_runtime.jsonfile import read_versioned
 from edge_runtime.manifest import Manifest
 
 WORK_VERSION = 1
@@ -62,14 +63,7 @@ class WorkTable:
     @classmethod
     def load(cls, path: str | Path) -> WorkTable:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise SplitrtError(f"work table {path} does not exist") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SplitrtError(f"cannot read work table {path}: {exc}") from None
-        if not isinstance(data, dict) or data.get("format_version") != WORK_VERSION:
-            raise SplitrtError(f"work table {path}: format_version must be {WORK_VERSION}")
+        data = read_versioned(path, "work table", WORK_VERSION)
         if not isinstance(data.get("models"), dict):
             raise SplitrtError(f"work table {path}: 'models' must be an object of model -> table")
         return cls(str(data.get("unit", "")), str(data.get("source", "")), data["models"])

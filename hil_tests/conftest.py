@@ -135,6 +135,16 @@ class Procs:
             proc.kill()
 
 
+def wait_for(predicate, timeout_s: float = 10.0) -> bool:
+    """Poll ``predicate`` every 20 ms until it holds (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 @pytest.fixture
 def procs(tmp_path):
     manager = Procs(tmp_path)

@@ -103,6 +103,18 @@ def wait_running(out: Path, method: str, timeout_s: float = 240) -> None:
         time.sleep(0.1)
 
 
+def report_only(out: Path) -> None:
+    """`splitrt hil --report-only OUT` (rebuilds summary.json and the report from OUT's files)."""
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "hil", "--report-only", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+
+
 @pytest.mark.timeout(600)
 def test_hil_end_to_end_report_matches_the_records(hil_exports, tmp_path):
     out = tmp_path / "run"
@@ -163,14 +175,7 @@ def test_hil_end_to_end_report_matches_the_records(hil_exports, tmp_path):
     # --report-only rebuilds the same summary from the files; without controller.jsonl the books
     # come from the recorded telemetry (what a deployment's `splitrt record` leaves)
     (out / "offload" / "controller.jsonl").unlink()
-    rebuilt = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "hil", "--report-only", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    report_only(out)
     again = json.loads((out / "summary.json").read_text())
     assert [s["method"] for s in again] == ["greedy", "offload"]
     for s, r in zip(summary, again, strict=True):
@@ -227,14 +232,7 @@ def test_broker_killed_mid_run_tasks_complete_and_drops_are_counted(hil_exports,
     assert_nothing_left(out)
     # --report-only finds the windows in greedy/faults.jsonl
     (out / "summary.json").unlink()
-    rebuilt = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "hil", "--report-only", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    report_only(out)
     again = json.loads((out / "summary.json").read_text())[0]
     assert again["faults"] == s["faults"]
     assert "## Faults" in (out / "report.md").read_text()

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from edge_runtime.telemetry import Publisher, Subscriber
+from hil_tests.conftest import wait_for
 from tools.broker import start_broker
 
 BROKERS = [
@@ -20,15 +21,6 @@ BROKERS = [
         ),
     ),
 ]
-
-
-def wait_for(predicate, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.mark.timeout(60)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 
 import pytest
 
 from edge_runtime.telemetry import BrokerAddress, Publisher, Subscriber, make_client
+from hil_tests.conftest import wait_for
 from tests.edge_runtime.test_security import Tap
 from tools.broker import make_test_ca, mosquitto_path, start_broker
 
@@ -17,15 +17,6 @@ pytestmark = pytest.mark.skipif(
     bool(MISSING), reason=f"{' and '.join(MISSING)} not installed (apt-get install mosquitto openssl)"
 )
 USERS = {"rsu": "rsu-secret", "cv0": "cv0-secret"}
-
-
-def wait_for(predicate, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture(scope="module")
