@@ -66,7 +66,6 @@ from edge_runtime.security import ClientSecurity, SocketEvents, warn_plain
 from edge_runtime.segments import SegmentRunner, open_session
 from edge_runtime.server import node_backlog_flops
 from edge_runtime.signals import stop_on_signals
-from edge_runtime.speed import SpeedEmulation
 from edge_runtime.trace import LinkTrace
 from edge_runtime.wire import (
     ENCODINGS,
@@ -785,23 +784,3 @@ class Vehicle:
             "max_abs_err": max_err,
             "link_security": self.security.mode,
         }
-
-
-def run_vehicle(
-    config: VehicleConfig, segments: str | Path, *, sinks: Sequence[RecordSink] = (), **hooks: Any
-) -> list[dict]:
-    """Set up the speed emulation, run the vehicle, return its records. ``hooks`` are `Vehicle`'s
-    optional keyword arguments (decider, security, journal, start_at, trace, work, on_slot). The
-    records a journal recovered from a previous run (tasks in flight when it died) go to the sinks
-    first."""
-    emulation = SpeedEmulation(config.speed_factor, config.speed_mode, cpus=config.threads)
-    factor = emulation.apply()
-    try:
-        vehicle = Vehicle(config, segments, sinks=sinks, runner_speed_factor=factor, **hooks)
-        journal = hooks.get("journal")
-        for record in journal.recovered if journal is not None else ():
-            for sink in sinks:
-                sink(record)
-        return vehicle.run()
-    finally:
-        emulation.close()
