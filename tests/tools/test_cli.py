@@ -144,6 +144,8 @@ def test_runtime_benchmarks_write_records(tmp_path, exports):
     records = json.loads(out.read_text())
     ratios = {x["params"]["bytes"]: x["value"] for x in records if x["figure"] == "goodput_over_raw"}
     assert sorted(ratios) == [4096, 102400, 819200, 3145728] and all(v > 0 for v in ratios.values())
+    ceiling = {x["params"]["bytes"]: x["value"] for x in records if x["figure"] == "bare_over_raw"}
+    assert sorted(ceiling) == sorted(ratios) and all(v > 0 for v in ceiling.values())
     saved = {(x["params"]["cut"], x["params"]["encoding"]): x["value"] for x in records if x["figure"] == "bytes_saved"}
     assert len(saved) == 6 and {v for (_, e), v in saved.items() if e == "fp16"} == {0.5}
     assert {v for (_, e), v in saved.items() if e == "int8"} == {0.75}

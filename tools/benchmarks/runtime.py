@@ -6,12 +6,18 @@ Figures (benchmark / figure / params):
   ROUTER, JSON header + zero-copy payload, validated and decoded with ``np.frombuffer``, a small
   result reply) over raw pyzmq zero-copy REQ/REP with the same payload and a same-size reply, on
   loopback; both echo servers live in one child process, round trips of the two interleaved
-  (goal >= 0.9). Also ``goodput_mb_s`` and ``rtt_ms`` (median) for each side.
+  (goal >= 0.9). Also ``goodput_mb_s`` and ``rtt_ms`` (median) for each side, and
+  ``bare_over_raw``: a DEALER -> ROUTER echo with splitrt's frame layout (a fixed header frame +
+  the payload, identity frames) and no Python work at all, over the same raw REQ/REP: the ceiling
+  any DEALER/ROUTER multipart protocol reaches in pyzmq on this host, measured in the same run;
+  ``bare1_over_raw`` the same with one frame (payload only): the ceiling of a single-frame one.
 - ``runtime_overhead`` / ``median_ms``, ``p95_ms`` / model, cut: per task, completion -
   (local compute + remote compute + wire time), from the records of a real ``splitrt vehicle``
   against a real ``splitrt serve`` with no queueing (one vehicle, slots longer than a task); wire
   time = the median raw pyzmq REQ/REP round trip for the cut's bytes, measured just before and
-  after the run (goal <= 1 ms median).
+  after the run with the round trips ``WIRE_GAP_S`` apart, as isolated as the vehicle's tasks
+  (goal <= 1 ms median). On a VM an idle core takes time to wake: back-to-back round trips are
+  up to 2x faster than isolated ones, so ``wire_back_to_back_ms`` is reported beside ``wire_ms``.
 - ``server_throughput`` / ``over_raw_ort`` / vehicles, model, cut: tasks per second a real
   ``splitrt serve`` (one worker, one thread) completes for 1, 4 and 16 closed-loop clients (each
   keeps one task in flight, like a vehicle offloading every task) over ONNX Runtime running the
@@ -50,58 +56,89 @@ from tools.bench import BenchContext, record
 ROOT = Path(__file__).resolve().parents[2]
 LINK_BYTES = (4 * 1024, 100 * 1024, 800 * 1024, 3 * 1024 * 1024)
 REPLY_BYTES = 4096  # a classifier's output: 1000 floats
+WIRE_GAP_S = 0.02  # pause between the raw round trips that stand for one task's wire time
+#: The bare echo's fixed header frames: the size of a real task / result header.
+BARE_TASK_HEADER = b"{" + b"x" * 230 + b"}"
+BARE_REPLY_HEADER = b"{" + b"x" * 330 + b"}"
 
 
 # ---- link -----------------------------------------------------------------------------------
 
 
-def _echo_servers(raw_endpoint: str, link_endpoint: str, stop: Any) -> None:
-    """Child process: raw REP echo and splitrt ROUTER echo, both answering a 4 KB reply."""
+def _echo_servers(raw_endpoint: str, link_endpoint: str, bare_endpoint: str, bare1_endpoint: str, stop: Any) -> None:
+    """Child process: raw REP echo, splitrt ROUTER echo and the bare ROUTER echoes (header + payload
+    frames; payload only), all answering a 4 KB reply."""
     ctx = zmq.Context()
     rep = ctx.socket(zmq.REP)
     rep.bind(raw_endpoint)
     router = ctx.socket(zmq.ROUTER)
     router.bind(link_endpoint)
+    bare = ctx.socket(zmq.ROUTER)
+    bare.bind(bare_endpoint)
+    bare1 = ctx.socket(zmq.ROUTER)
+    bare1.bind(bare1_endpoint)
     reply_raw = np.zeros(REPLY_BYTES // 4, np.float32)
     reply = encode_tensor(np.zeros((1, REPLY_BYTES // 4), np.float32))
     poller = zmq.Poller()
-    poller.register(rep, zmq.POLLIN)
-    poller.register(router, zmq.POLLIN)
+    for sock in (rep, router, bare, bare1):
+        poller.register(sock, zmq.POLLIN)
     while not stop.is_set():
         for sock, _ in poller.poll(100):
             if sock is rep:
                 frame = rep.recv(copy=False)
                 np.frombuffer(frame.buffer, np.float32)
                 rep.send(reply_raw, copy=False)
+            elif sock is bare:
+                frames = bare.recv_multipart(copy=False)
+                np.frombuffer(frames[-1].buffer, np.float32)
+                bare.send_multipart([frames[0], BARE_REPLY_HEADER, reply_raw], copy=False)
+            elif sock is bare1:
+                frames = bare1.recv_multipart(copy=False)
+                np.frombuffer(frames[-1].buffer, np.float32)
+                bare1.send_multipart([frames[0], reply_raw], copy=False)
             else:
                 frames = router.recv_multipart(copy=False)
                 header, payload = unpack(frames[1:])
                 decode_payload(header, payload)
                 head = tensor_header("result", reply, id=header.id, cut=header.cut + 1, server={"server_s": 0.0})
                 router.send_multipart([frames[0], *pack(head, reply.payload)], copy=False)
-    rep.close(0)
-    router.close(0)
+    for sock in (rep, router, bare, bare1):
+        sock.close(0)
     ctx.term()
 
 
 class _EchoPair:
-    """Start `_echo_servers` in a spawned child; ``raw`` and ``link`` client sockets."""
+    """Start `_echo_servers` in a spawned child; ``raw``, ``link``, ``bare`` and ``bare1`` client sockets."""
 
     def __init__(self) -> None:
-        port_raw, port_link = _free_ports(2)
-        self.raw_ep, self.link_ep = f"tcp://127.0.0.1:{port_raw}", f"tcp://127.0.0.1:{port_link}"
+        endpoints = [f"tcp://127.0.0.1:{port}" for port in _free_ports(4)]
         spawn = mp.get_context("spawn")
         self.stop = spawn.Event()
-        self.proc = spawn.Process(target=_echo_servers, args=(self.raw_ep, self.link_ep, self.stop), daemon=True)
+        self.proc = spawn.Process(target=_echo_servers, args=(*endpoints, self.stop), daemon=True)
         self.proc.start()
         ctx = zmq.Context.instance()
         self.raw = ctx.socket(zmq.REQ)
-        self.raw.connect(self.raw_ep)
         self.link = ctx.socket(zmq.DEALER)
-        self.link.connect(self.link_ep)
-        for sock in (self.raw, self.link):
+        self.bare = ctx.socket(zmq.DEALER)
+        self.bare1 = ctx.socket(zmq.DEALER)
+        for sock, endpoint in zip((self.raw, self.link, self.bare, self.bare1), endpoints, strict=True):
+            sock.connect(endpoint)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVTIMEO, 30_000)
+
+    def bare_rtt(self, x: np.ndarray) -> float:
+        start = time.perf_counter()
+        self.bare.send_multipart([BARE_TASK_HEADER, x], copy=False)
+        frames = self.bare.recv_multipart(copy=False)
+        np.frombuffer(frames[-1].buffer, np.float32)
+        return time.perf_counter() - start
+
+    def bare1_rtt(self, x: np.ndarray) -> float:
+        start = time.perf_counter()
+        self.bare1.send(x, copy=False)
+        frames = self.bare1.recv_multipart(copy=False)
+        np.frombuffer(frames[-1].buffer, np.float32)
+        return time.perf_counter() - start
 
     def raw_rtt(self, x: np.ndarray) -> float:
         start = time.perf_counter()
@@ -120,8 +157,8 @@ class _EchoPair:
         return time.perf_counter() - start
 
     def close(self) -> None:
-        self.raw.close(0)
-        self.link.close(0)
+        for sock in (self.raw, self.link, self.bare, self.bare1):
+            sock.close(0)
         self.stop.set()
         self.proc.join(10)
         if self.proc.is_alive():
@@ -141,20 +178,23 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _interleaved_rtts(pair: _EchoPair, x: np.ndarray, rounds: int, per_round: int) -> tuple[np.ndarray, np.ndarray]:
+def _interleaved_rtts(pair: _EchoPair, x: np.ndarray, rounds: int, per_round: int) -> dict[str, np.ndarray]:
+    """Round trips of each side (raw, link, bare, bare1), in blocks whose order rotates every round."""
+    sides = {
+        "raw": lambda i: pair.raw_rtt(x),
+        "link": lambda i: pair.link_rtt(x, i),
+        "bare": lambda i: pair.bare_rtt(x),
+        "bare1": lambda i: pair.bare1_rtt(x),
+    }
     for i in range(5):  # warm-up: connections, allocator
-        pair.raw_rtt(x)
-        pair.link_rtt(x, i)
-    raw, link = [], []
+        for rtt in sides.values():
+            rtt(i)
+    out: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
     for r in range(rounds):
-        order = (0, 1) if r % 2 == 0 else (1, 0)
-        for side in order:
-            for i in range(per_round):
-                if side == 0:
-                    raw.append(pair.raw_rtt(x))
-                else:
-                    link.append(pair.link_rtt(x, i))
-    return np.array(raw), np.array(link)
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            out[name] += [sides[name](i) for i in range(per_round)]
+    return {name: np.array(v) for name, v in out.items()}
 
 
 def link(ctx: BenchContext) -> list[dict[str, Any]]:
@@ -164,14 +204,18 @@ def link(ctx: BenchContext) -> list[dict[str, Any]]:
     try:
         for nbytes in LINK_BYTES:
             x = np.random.default_rng(0).standard_normal(nbytes // 4).astype(np.float32).reshape(1, -1)
-            raw, ours = _interleaved_rtts(pair, x, rounds, per_round)
-            raw_s, link_s = float(np.median(raw)), float(np.median(ours))
+            rtts = _interleaved_rtts(pair, x, rounds, per_round)
+            raw_s, link_s, bare_s, bare1_s = (float(np.median(rtts[k])) for k in ("raw", "link", "bare", "bare1"))
             out += [
                 record("link", "goodput_over_raw", raw_s / link_s, "ratio", bytes=nbytes),
+                record("link", "bare_over_raw", raw_s / bare_s, "ratio", bytes=nbytes),
+                record("link", "bare1_over_raw", raw_s / bare1_s, "ratio", bytes=nbytes),
                 record("link", "goodput_mb_s", nbytes / link_s / 1e6, "MB/s", bytes=nbytes, side="splitrt"),
                 record("link", "goodput_mb_s", nbytes / raw_s / 1e6, "MB/s", bytes=nbytes, side="raw"),
                 record("link", "rtt_ms", link_s * 1e3, "ms", bytes=nbytes, side="splitrt"),
                 record("link", "rtt_ms", raw_s * 1e3, "ms", bytes=nbytes, side="raw"),
+                record("link", "rtt_ms", bare_s * 1e3, "ms", bytes=nbytes, side="bare"),
+                record("link", "rtt_ms", bare1_s * 1e3, "ms", bytes=nbytes, side="bare1"),
             ]
     finally:
         pair.close()
@@ -215,12 +259,18 @@ class _Serve:
         self.log.close()
 
 
-def _raw_wire_s(nbytes: int, rounds: int) -> float:
+def _raw_wire_s(nbytes: int, rounds: int) -> tuple[float, float]:
+    """(isolated, back-to-back) median raw REQ/REP round trip for ``nbytes``: the first with
+    ``WIRE_GAP_S`` between round trips, like a vehicle's tasks."""
     pair = _EchoPair()
     try:
         x = np.zeros((1, max(nbytes // 4, 1)), np.float32)
-        raw, _ = _interleaved_rtts(pair, x, rounds, 10)
-        return float(np.median(raw))
+        back_to_back = _interleaved_rtts(pair, x, rounds, 10)["raw"]
+        isolated = []
+        for _ in range(rounds * 10):
+            time.sleep(WIRE_GAP_S)
+            isolated.append(pair.raw_rtt(x))
+        return float(np.median(isolated)), float(np.median(back_to_back))
     finally:
         pair.close()
 
@@ -247,7 +297,8 @@ def runtime_overhead(ctx: BenchContext) -> list[dict[str, Any]]:
         finally:
             server.close()
         wire_after = _raw_wire_s(manifest.cuts[cut].bytes, 3 if ctx.quick else 10)
-        wire = 0.5 * (wire_before + wire_after)
+        wire = 0.5 * (wire_before[0] + wire_after[0])
+        wire_b2b = 0.5 * (wire_before[1] + wire_after[1])
         remote = [r for r in records if r["outcome"] == "remote"][2:]  # the first tasks warm up
         overhead = np.array([r["total_s"] - r["local_compute_s"] - r["remote_compute_s"] - wire for r in remote])
         params = {"model": model, "cut": cut, "bytes": manifest.cuts[cut].bytes}
@@ -255,6 +306,14 @@ def runtime_overhead(ctx: BenchContext) -> list[dict[str, Any]]:
             record("runtime_overhead", "median_ms", float(np.median(overhead)) * 1e3, "ms", **params),
             record("runtime_overhead", "p95_ms", float(np.percentile(overhead, 95)) * 1e3, "ms", **params),
             record("runtime_overhead", "wire_ms", wire * 1e3, "ms", **params),
+            record("runtime_overhead", "wire_back_to_back_ms", wire_b2b * 1e3, "ms", **params),
+            record(
+                "runtime_overhead",
+                "median_with_back_to_back_wire_ms",
+                float(np.median(overhead + wire - wire_b2b)) * 1e3,
+                "ms",
+                **params,
+            ),
             record("runtime_overhead", "tasks", len(remote), "count", **params),
         ]
         for key in (
