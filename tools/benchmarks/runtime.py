@@ -127,17 +127,16 @@ class _EchoPair:
             sock.setsockopt(zmq.RCVTIMEO, 30_000)
 
     def bare_rtt(self, x: np.ndarray) -> float:
-        start = time.perf_counter()
-        self.bare.send_multipart([BARE_TASK_HEADER, x], copy=False)
-        frames = self.bare.recv_multipart(copy=False)
-        np.frombuffer(frames[-1].buffer, np.float32)
-        return time.perf_counter() - start
+        return self._bare_rtt(self.bare, [BARE_TASK_HEADER, x])
 
     def bare1_rtt(self, x: np.ndarray) -> float:
+        return self._bare_rtt(self.bare1, [x])
+
+    @staticmethod
+    def _bare_rtt(sock: zmq.Socket, frames: list[Any]) -> float:
         start = time.perf_counter()
-        self.bare1.send(x, copy=False)
-        frames = self.bare1.recv_multipart(copy=False)
-        np.frombuffer(frames[-1].buffer, np.float32)
+        sock.send_multipart(frames, copy=False)
+        np.frombuffer(sock.recv_multipart(copy=False)[-1].buffer, np.float32)
         return time.perf_counter() - start
 
     def raw_rtt(self, x: np.ndarray) -> float:
