@@ -11,9 +11,9 @@ What the paper leaves open (or what did not work here), and our choice:
 |---|---|---|
 | discount gamma | 0 (the paper: 0.99; `--gamma 0.99` reproduces it) | P2(t) is already the Lyapunov drift-plus-penalty bound: minimising it slot by slot is what the theory asks for. Measured at the paper's 5 CVs / 5 SVs, 1000 episodes: with 0.99 both MAD2RL and P-QMIX collapse to full offload (~11.4-12.0 s mean completion vs 12.1 s for offload-all); with 0.5, P-QMIX 6.3 s; with ~0, P-QMIX 1.20 s, MAD2RL 2.4 s (README, Results) |
 | replay buffer | 50,000 transitions, uniform | ~100 parallel iterations of 16 envs x 30 slots: decorrelated, recent enough to follow the policy |
-| batch, updates | 64 transitions, 2 gradient steps per parallel slot (3,750 for the default run) | what 2 CPU cores train in minutes; more updates helped MAD2RL more than larger batches |
+| batch, updates | 64 transitions, 2 gradient steps per parallel slot (7,500 for the default 2000 episodes) | what 2 CPU cores train in minutes; more updates helped MAD2RL more than larger batches, and 2000 episodes more than 1000 (README, Results) |
 | exploration | epsilon-greedy over valid actions, 1.0 -> 0.05 linearly over the first 30% of episodes, on top of the diffusion's own sampling noise | the paper gives none; QMIX's standard |
-| parallel rollouts | 16 environments stepped together | vectorised simulator; 1000 episodes = 63 iterations |
+| parallel rollouts | 16 environments stepped together | vectorised simulator; 2000 episodes = 125 iterations |
 | reward scale | rewards divided by the mean |r| of a random warm-up batch of episodes (stored in the checkpoint) | -P2 is O(1e3) under random actions; the optimum is unchanged by a constant factor |
 | normalisers | queues through log1p(Q / 1 GFLOP), then mean/std of a random warm-up, frozen, saved in the artifact (policy.networks.Normaliser) | queues that outgrow the warm-up cannot blow up the inputs |
 | time limit | the episode end is a truncation (bootstrapped when gamma > 0), not a terminal state | queues persist past slot T |
