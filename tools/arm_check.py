@@ -787,7 +787,10 @@ def stage_policy_decision(ctx: Context) -> str:
 def run_emulated_vehicle(ctx: Context, endpoint: str, label: str, decider: str) -> list[dict[str, Any]]:
     """`splitrt vehicle` of the rootfs venv on the bound export against ``endpoint``; its records."""
     out = f"{RECORDS_DIR}/{label}.jsonl"
-    ctx.inside(out).unlink(missing_ok=True)  # the vehicle appends
+    # The vehicle appends to its records and resumes from its journal (OUT.journal): a previous
+    # check's files would make this run continue the old task indices and restore the old records.
+    for stale in (out, f"{out}.journal"):
+        ctx.inside(stale).unlink(missing_ok=True)
     run_inside(
         ctx,
         [

@@ -364,6 +364,22 @@ def test_live_vehicle_stops_the_rsu_when_the_vehicle_fails(tmp_path):
     assert len(host.started) == 1 and host.started[0].poll() is not None  # stopped by the stage itself
 
 
+def test_emulated_vehicle_starts_without_a_previous_checks_records_or_journal(tmp_path):
+    class VehicleHost:
+        def run(self, argv, **kwargs):
+            out = ctx.inside(argv[list(argv).index("--out") + 1])
+            assert not out.exists() and not Path(f"{out}.journal").exists(), "stale files reached the vehicle"
+            out.write_text(json.dumps({"index": 0}) + "\n")
+            return ""
+
+    ctx = make_ctx(tmp_path, VehicleHost())
+    stale = ctx.inside(f"{ac.RECORDS_DIR}/fixed.jsonl")
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"index": 7}) + "\n")
+    Path(f"{stale}.journal").write_text("{}\n")
+    assert ac.run_emulated_vehicle(ctx, "tcp://127.0.0.1:1", "fixed", "fixed:6") == [{"index": 0}]
+
+
 def test_wait_for_line_returns_the_endpoint_or_names_the_failure(tmp_path):
     host = ac.Host(echo=False)
     ctx = ac.Context(repo=ROOT, rootfs=tmp_path / "rootfs", workdir=tmp_path, host=host, undo=ac.Undo())
