@@ -19,7 +19,6 @@ returns (cut, node) = (a // J, a % J) (eq 55).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 from edge_runtime import observation as obs_layout
 from edge_runtime.decision import DecisionContext
 from edge_runtime.errors import SplitrtError
+from edge_runtime.jsonfile import read_versioned
 from edge_runtime.manifest import sha256_file
 from edge_runtime.segments import open_session
 
@@ -43,19 +43,12 @@ class OnDevicePolicy:
         path = Path(path)
         directory = path if path.is_dir() else path.parent
         meta_path = directory / POLICY_META
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        except FileNotFoundError:
-            raise SplitrtError(f"no policy metadata at {meta_path}") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SplitrtError(f"cannot read policy metadata {meta_path}: {exc}") from None
-        if self.meta.get("format_version") != POLICY_VERSION:
-            raise SplitrtError(f"policy {meta_path}: format_version must be {POLICY_VERSION}")
-        missing = [
-            k for k in ("method", "steps", "n_nodes", "obs_dim", "max_actions", "types", "onnx") if k not in self.meta
-        ]
-        if missing:
-            raise SplitrtError(f"policy {meta_path}: missing field(s) {', '.join(missing)}")
+        self.meta: dict[str, Any] = read_versioned(
+            meta_path,
+            "policy metadata",
+            POLICY_VERSION,
+            required=("method", "steps", "n_nodes", "obs_dim", "max_actions", "types", "onnx"),
+        )
         onnx_path = directory / self.meta["onnx"]
         if not onnx_path.is_file():
             raise SplitrtError(f"policy file {onnx_path} is missing")

@@ -20,7 +20,6 @@ JSON layout (``profile.json``), all times in seconds:
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
@@ -36,6 +35,7 @@ import onnxruntime as ort
 import psutil
 
 from edge_runtime.errors import ManifestError, SplitrtError
+from edge_runtime.jsonfile import read_versioned
 from edge_runtime.manifest import Manifest
 from edge_runtime.segments import SegmentRunner, open_session
 from edge_runtime.speed import SpeedEmulation
@@ -239,19 +239,14 @@ class Profile:
     def load(cls, path: str | Path, manifest: Manifest | None = None) -> Profile:
         """Load a profile; with ``manifest``, refuse one measured for another export."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ManifestError(f"profile {path} does not exist (run `splitrt profile` first?)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"cannot read profile {path}: {exc}") from None
-        if not isinstance(data, dict) or data.get("format_version") != PROFILE_VERSION:
-            raise ManifestError(f"profile {path}: format_version must be {PROFILE_VERSION}")
-        missing = [
-            k for k in ("model", "manifest_sha256", "segments", "cuts", "effective_flops_per_s") if k not in data
-        ]
-        if missing:
-            raise ManifestError(f"profile {path}: missing field(s) {', '.join(missing)}")
+        data = read_versioned(
+            path,
+            "profile",
+            PROFILE_VERSION,
+            required=("model", "manifest_sha256", "segments", "cuts", "effective_flops_per_s"),
+            error=ManifestError,
+            if_missing=" (run `splitrt profile` first?)",
+        )
         prof = cls(data, path)
         if manifest is not None:
             prof.check_manifest(manifest)
