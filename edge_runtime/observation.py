@@ -59,27 +59,19 @@ def build_observation(
     """
     q_sv = np.asarray(q_sv_flops, dtype=np.float64)
     sv_pos = np.asarray(sv_pos_m, dtype=np.float64)
-    if q_sv.ndim == 1 and sv_pos.ndim == 1 and np.ndim(q_loc_flops) == np.ndim(q_rsu_type_flops) == np.ndim(pos_m) == 0:
-        # One vehicle (the live vehicle, once per task): the same values without five
-        # broadcast_to calls, which cost ~100 us per task on a loaded 2-core machine.
-        out = np.empty(3 + q_sv.shape[0] + sv_pos.shape[0], dtype=np.float64)
-        out[0] = q_loc_flops
-        out[1] = q_rsu_type_flops
-        out[2 : 2 + q_sv.shape[0]] = q_sv
-        out[2 + q_sv.shape[0]] = pos_m
-        out[3 + q_sv.shape[0] :] = sv_pos
-        return out.astype(np.float32)
     lead = np.broadcast_shapes(
         np.shape(q_loc_flops), np.shape(q_rsu_type_flops), np.shape(pos_m), q_sv.shape[:-1], sv_pos.shape[:-1]
     )
-    parts = [
-        np.broadcast_to(np.asarray(q_loc_flops, dtype=np.float64), lead)[..., None],
-        np.broadcast_to(np.asarray(q_rsu_type_flops, dtype=np.float64), lead)[..., None],
-        np.broadcast_to(q_sv, (*lead, q_sv.shape[-1])),
-        np.broadcast_to(np.asarray(pos_m, dtype=np.float64), lead)[..., None],
-        np.broadcast_to(sv_pos, (*lead, sv_pos.shape[-1])),
-    ]
-    return np.concatenate(parts, axis=-1).astype(np.float32)
+    n_sv = q_sv.shape[-1]
+    # Assignment broadcasts each part into place: no broadcast_to/concatenate temporaries, so
+    # one vehicle's observation (once per task on a live vehicle) costs tens of microseconds.
+    out = np.empty((*lead, 3 + n_sv + sv_pos.shape[-1]), dtype=np.float32)
+    out[..., 0] = q_loc_flops
+    out[..., 1] = q_rsu_type_flops
+    out[..., 2 : 2 + n_sv] = q_sv
+    out[..., 2 + n_sv] = pos_m
+    out[..., 3 + n_sv :] = sv_pos
+    return out
 
 
 def encode_action(cut: np.ndarray | int, node: np.ndarray | int, n_nodes: int) -> np.ndarray | int:

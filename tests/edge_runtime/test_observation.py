@@ -1,4 +1,4 @@
-"""The eq (53) observation: the one-vehicle fast path equals the broadcast (batched) layout."""
+"""The eq (53) observation: one vehicle's equals its row of the batched one, field by field in the layout."""
 
 from __future__ import annotations
 
