@@ -7,7 +7,7 @@ Figures (benchmark / figure / params):
   result reply) over raw pyzmq zero-copy REQ/REP with the same payload and a same-size reply, on
   loopback; both echo servers live in one child process, round trips of the two interleaved
   (goal >= 0.9). Also ``goodput_mb_s`` and ``rtt_ms`` (median) for each side, and
-  ``bare_over_raw``: a DEALER -> ROUTER echo with splitrt's frame layout (a fixed header frame +
+  ``bare_over_raw``: a DEALER -> ROUTER echo with splitrt's frame layout (a header frame of the same size +
   the payload, identity frames) and no Python work at all, over the same raw REQ/REP: the ceiling
   any DEALER/ROUTER multipart protocol reaches in pyzmq on this host, measured in the same run;
   ``bare1_over_raw`` the same with one frame (payload only): the ceiling of a single-frame one.
@@ -57,12 +57,19 @@ ROOT = Path(__file__).resolve().parents[2]
 LINK_BYTES = (4 * 1024, 100 * 1024, 800 * 1024, 3 * 1024 * 1024)
 REPLY_BYTES = 4096  # a classifier's output: 1000 floats
 WIRE_GAP_S = 0.02  # pause between the raw round trips that stand for one task's wire time
-#: The bare echo's fixed header frames: the size of a real task / result header.
-BARE_TASK_HEADER = b"{" + b"x" * 230 + b"}"
-BARE_REPLY_HEADER = b"{" + b"x" * 330 + b"}"
 
 
 # ---- link -----------------------------------------------------------------------------------
+
+
+def _task_header(enc: Any, i: int = 0) -> Any:
+    """The header of the link side's task ``i`` (the bare echo sends filler of the same size)."""
+    return tensor_header("task", enc, id=f"b-{i}", vehicle="bench", model="m", digest="0" * 64, cut=1)
+
+
+def _result_header(reply: Any, task_id: str = "b-0", cut: int = 2) -> Any:
+    """The header of the link echo's result (the bare echo answers filler of the same size)."""
+    return tensor_header("result", reply, id=task_id, cut=cut, server={"server_s": 0.0})
 
 
 def _echo_servers(raw_endpoint: str, link_endpoint: str, bare_endpoint: str, bare1_endpoint: str, stop: Any) -> None:
@@ -79,6 +86,7 @@ def _echo_servers(raw_endpoint: str, link_endpoint: str, bare_endpoint: str, bar
     bare1.bind(bare1_endpoint)
     reply_raw = np.zeros(REPLY_BYTES // 4, np.float32)
     reply = encode_tensor(np.zeros((1, REPLY_BYTES // 4), np.float32))
+    bare_reply_header = b"x" * len(_result_header(reply).to_bytes())
     poller = zmq.Poller()
     for sock in (rep, router, bare, bare1):
         poller.register(sock, zmq.POLLIN)
@@ -91,7 +99,7 @@ def _echo_servers(raw_endpoint: str, link_endpoint: str, bare_endpoint: str, bar
             elif sock is bare:
                 frames = bare.recv_multipart(copy=False)
                 np.frombuffer(frames[-1].buffer, np.float32)
-                bare.send_multipart([frames[0], BARE_REPLY_HEADER, reply_raw], copy=False)
+                bare.send_multipart([frames[0], bare_reply_header, reply_raw], copy=False)
             elif sock is bare1:
                 frames = bare1.recv_multipart(copy=False)
                 np.frombuffer(frames[-1].buffer, np.float32)
@@ -100,7 +108,7 @@ def _echo_servers(raw_endpoint: str, link_endpoint: str, bare_endpoint: str, bar
                 frames = router.recv_multipart(copy=False)
                 header, payload = unpack(frames[1:])
                 decode_payload(header, payload)
-                head = tensor_header("result", reply, id=header.id, cut=header.cut + 1, server={"server_s": 0.0})
+                head = _result_header(reply, header.id, header.cut + 1)
                 router.send_multipart([frames[0], *pack(head, reply.payload)], copy=False)
     for sock in (rep, router, bare, bare1):
         sock.close(0)
@@ -126,8 +134,8 @@ class _EchoPair:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVTIMEO, 30_000)
 
-    def bare_rtt(self, x: np.ndarray) -> float:
-        return self._bare_rtt(self.bare, [BARE_TASK_HEADER, x])
+    def bare_rtt(self, x: np.ndarray, header: bytes) -> float:
+        return self._bare_rtt(self.bare, [header, x])
 
     def bare1_rtt(self, x: np.ndarray) -> float:
         return self._bare_rtt(self.bare1, [x])
@@ -149,7 +157,7 @@ class _EchoPair:
     def link_rtt(self, x: np.ndarray, i: int) -> float:
         start = time.perf_counter()
         enc = encode_tensor(x, "fp32")
-        head = tensor_header("task", enc, id=f"b-{i}", vehicle="bench", model="m", digest="0" * 64, cut=1)
+        head = _task_header(enc, i)
         self.link.send_multipart(pack(head, enc.payload), copy=False)
         header, payload = unpack(self.link.recv_multipart(copy=False))
         decode_payload(header, payload)
@@ -179,10 +187,11 @@ def _free_ports(n: int) -> list[int]:
 
 def _interleaved_rtts(pair: _EchoPair, x: np.ndarray, rounds: int, per_round: int) -> dict[str, np.ndarray]:
     """Round trips of each side (raw, link, bare, bare1), in blocks whose order rotates every round."""
+    filler = b"x" * len(_task_header(encode_tensor(x)).to_bytes())  # the bare echo's header frame
     sides = {
         "raw": lambda i: pair.raw_rtt(x),
         "link": lambda i: pair.link_rtt(x, i),
-        "bare": lambda i: pair.bare_rtt(x),
+        "bare": lambda i: pair.bare_rtt(x, filler),
         "bare1": lambda i: pair.bare1_rtt(x),
     }
     for i in range(5):  # warm-up: connections, allocator
