@@ -220,6 +220,20 @@ class TaskJournal:
             self._file.close()
 
 
+def default_journal_path(records_path: str | Path) -> Path:
+    """``OUT.journal``: where a vehicle with ``--out OUT`` keeps its journal unless told otherwise."""
+    return Path(f"{records_path}.journal")
+
+
+def discard_run(records_path: str | Path) -> None:
+    """Remove a vehicle's records file and its default journal, so that the next vehicle started
+    with ``--out records_path`` begins a new run: with either left, it would append to the old
+    records and continue the old run's task numbering (what a restart after a crash must do, and
+    what a harness re-running into the same directory must not)."""
+    for path in (Path(records_path), default_journal_path(records_path)):
+        path.unlink(missing_ok=True)
+
+
 def _repair_records(path: Path, journaled: Iterable[dict[str, Any]]) -> int:
     """Append to the records file every journaled record it lacks; returns how many."""
     present = {r.get("task_id") for r in _read_lines(path, "records file")} if path.exists() else set()

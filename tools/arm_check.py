@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.journal import discard_run
 from tools.arm_check_device import DECISION_ATOL, DEFAULT_RTOL, RESULT_PREFIX
 
 log = logging.getLogger("arm-check")
@@ -787,10 +788,7 @@ def stage_policy_decision(ctx: Context) -> str:
 def run_emulated_vehicle(ctx: Context, endpoint: str, label: str, decider: str) -> list[dict[str, Any]]:
     """`splitrt vehicle` of the rootfs venv on the bound export against ``endpoint``; its records."""
     out = f"{RECORDS_DIR}/{label}.jsonl"
-    # The vehicle appends to its records and resumes from its journal (OUT.journal): a previous
-    # check's files would make this run continue the old task indices and restore the old records.
-    for stale in (out, f"{out}.journal"):
-        ctx.inside(stale).unlink(missing_ok=True)
+    discard_run(ctx.inside(out))  # a previous check's records and journal would be continued
     run_inside(
         ctx,
         [

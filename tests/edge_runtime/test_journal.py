@@ -106,3 +106,20 @@ def test_every_vehicle_task_is_journaled_before_its_record(tmp_path, tiny):
             seen.setdefault(x.get("task_id") or x["record"]["task_id"], []).append(x["j"])
     assert seen and all(v == ["generated", "decided", "record"] for v in seen.values())
     assert account(path, read_jsonl(out))["missing"] == 0
+
+
+def test_a_discarded_run_is_not_continued(tmp_path, tiny):
+    from edge_runtime.journal import default_journal_path, discard_run
+
+    out = tmp_path / "v0.jsonl"
+    journal_path = default_journal_path(out)
+    assert journal_path == tmp_path / "v0.jsonl.journal"
+    run(tiny["res"], TaskJournal.open(journal_path, "v0", records_path=out), out)  # 3 tasks
+    again = TaskJournal.open(journal_path, "v0", records_path=out)
+    assert again.next_index == 3  # the same --out continues the old run (a restart)...
+    again.close()
+    discard_run(out)
+    assert not out.exists() and not journal_path.exists()
+    fresh = TaskJournal.open(journal_path, "v0", records_path=out)
+    records = run(tiny["res"], fresh, out)
+    assert [r["index"] for r in records] == [0, 1, 2] == [r["index"] for r in read_jsonl(out)]  # ...not after

@@ -50,7 +50,7 @@ import numpy as np
 import psutil
 import zmq
 
-from edge_runtime.journal import account
+from edge_runtime.journal import account, default_journal_path
 from edge_runtime.records import read_jsonl
 from edge_runtime.wire import Header, pack, unpack
 from tools.bench import BenchContext, record
@@ -261,7 +261,7 @@ def _overload_run(
                 raise RuntimeError(f"overload: a vehicle exited with an error: {failed_vehicles[0]}")
             finals = [_state(e) for e in endpoints]
             records = [r for out in outs for r in read_jsonl(out)]
-            accounts = [account(Path(f"{out}.journal"), read_jsonl(out)) for out in outs]
+            accounts = [account(default_journal_path(out), read_jsonl(out)) for out in outs]
         finally:
             for v in vehicles:
                 v.stop(signal.SIGKILL)

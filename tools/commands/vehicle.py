@@ -115,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
     import psutil
 
     from edge_runtime.errors import SplitrtError
-    from edge_runtime.journal import TaskJournal
+    from edge_runtime.journal import TaskJournal, default_journal_path
     from edge_runtime.live import BeaconLag, VehicleTelemetry, resolve_start, write_stats
     from edge_runtime.manifest import Manifest
     from edge_runtime.profile import Profile
@@ -157,7 +157,7 @@ def main(args: argparse.Namespace) -> int:
     security = ClientSecurity.from_files(args.curve_secret, args.server_key, len(config.edges))
     if args.journal is not None and args.no_journal:
         raise SplitrtError("--journal and --no-journal contradict each other")
-    journal_path = args.journal or (None if args.no_journal or not args.out else Path(f"{args.out}.journal"))
+    journal_path = args.journal or (None if args.no_journal or not args.out else default_journal_path(args.out))
     if args.out is not None and args.out.is_dir():
         raise SplitrtError(f"--out {args.out} is a directory; give a file for the JSON-lines records")
     journal = None

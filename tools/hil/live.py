@@ -38,6 +38,7 @@ from typing import Any
 
 from edge_runtime.controller import ControllerSetup, LyapunovController
 from edge_runtime.errors import SplitrtError
+from edge_runtime.journal import discard_run
 from edge_runtime.recorder import Recorder
 from edge_runtime.records import read_jsonl
 from edge_runtime.slotclock import SlotClock
@@ -370,7 +371,7 @@ class Experiment:
                     "--stats",
                     str(mdir / f"{cv.id}.stats.json"),
                 ]
-                (mdir / f"{cv.id}.jsonl").unlink(missing_ok=True)
+                discard_run(mdir / f"{cv.id}.jsonl")  # a previous run's records and journal would be continued
                 vehicles.append(self._spawn(cv.id, cmd, logs))
             for child in vehicles:
                 child.wait_for(f"{child.name}: ready", START_TIMEOUT_S)
