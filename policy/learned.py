@@ -63,8 +63,9 @@ def find_policy(root: str | Path, method: str, scenario, match: str = "exact") -
 class LearnedPolicy:
     """Decides with the policy's ONNX graph; argmax of the masked values (eq 55)."""
 
-    def __init__(self, method: str, policy: str = "", match: str = "exact", seed: int = 0) -> None:
+    def __init__(self, method: str, policy: str = "", match: str = "exact", seed: int = 0, samples: int = 0) -> None:
         self.name = method
+        self.samples = samples or None  # 0: the policy's default (edge_runtime.policy, "Samples")
         self.root = Path(policy) if policy else TRAINED_DIR
         self.match = match
         self.seed = seed
@@ -73,7 +74,7 @@ class LearnedPolicy:
 
     def reset(self, env: VecEnv, seed: int | None) -> None:
         self.directory = find_policy(self.root, self.name, env.scenario, self.match)
-        self.policy = OnDevicePolicy(self.directory, seed=self.seed if seed is None else seed)
+        self.policy = OnDevicePolicy(self.directory, seed=self.seed if seed is None else seed, samples=self.samples)
         for model, workload in env.workloads.items():
             if self.policy.n_cuts.get(model) != workload.n_cuts:
                 raise MethodNotApplicable(
@@ -93,8 +94,9 @@ class LearnedPolicy:
         return action.reshape(e, n).astype(np.int64)
 
 
-def mad2rl(policy: str = "", match: str = "exact", seed: int = 0) -> LearnedPolicy:
-    return LearnedPolicy("mad2rl", policy, match, seed)
+def mad2rl(policy: str = "", match: str = "exact", seed: int = 0, samples: int = 0) -> LearnedPolicy:
+    """``samples``: diffusion noise draws averaged per decision (0: the policy's default)."""
+    return LearnedPolicy("mad2rl", policy, match, seed, samples)
 
 
 def pqmix(policy: str = "", match: str = "exact", seed: int = 0) -> LearnedPolicy:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from edge_runtime.policy import OnDevicePolicy
+from edge_runtime.errors import SplitrtError
+from edge_runtime.policy import DEFAULT_SAMPLES, OnDevicePolicy
 from policy.train import Learner, TrainConfig, load_run, make_env, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +59,49 @@ def test_onnx_policy_matches_torch_with_the_same_noise(tiny_run):
         np.testing.assert_allclose(q_onnx, q_torch.numpy(), rtol=1e-4, atol=1e-6)
         np.testing.assert_array_equal(a_onnx, score_torch.argmax(-1).numpy())
         obs, _, mask, *_ = env.step(a_onnx.reshape(e, n).astype(np.int64))
+
+
+def test_a_decision_averages_the_values_over_its_noise_draws(tiny_run):
+    """q of S draws = the mean of S one-draw passes (same noise), action = its argmax; drawn noise
+    has `samples` draws; bad noise shapes and sample counts are refused by name."""
+    cfg, env, _ = load_run(tiny_run)
+    policy = OnDevicePolicy(tiny_run / "policy", samples=4)
+    obs, _, mask = env.reset(seed=7)
+    e, n, d = obs.shape
+    obs, mask = obs.reshape(e * n, d), mask.reshape(e * n, -1)
+    onehot = np.tile(policy.type_onehot(list(env.agent_model)), (e, 1))
+    noise = np.random.default_rng(3).standard_normal((4, e * n, cfg.steps, env.max_actions)).astype(np.float32)
+    q, action = policy.run(obs, onehot, mask, noise)
+    singles = np.stack([policy.run(obs, onehot, mask, z)[0] for z in noise])
+    np.testing.assert_allclose(q, singles.mean(axis=0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(action, singles.mean(axis=0).argmax(-1))
+    assert mask[np.arange(e * n), action].all()
+    # drawn noise: the same generator state gives the same S-draw decision as that noise given
+    drawn = OnDevicePolicy(tiny_run / "policy", seed=11, samples=4)
+    expect = np.random.default_rng(11).standard_normal(noise.shape).astype(np.float32)
+    np.testing.assert_array_equal(drawn.run(obs, onehot, mask)[1], policy.run(obs, onehot, mask, expect)[1])
+    with pytest.raises(SplitrtError, match="noise must have shape"):
+        policy.run(obs, onehot, mask, noise[:, :, :1])
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(SplitrtError, match="must be an integer >= 1"):
+            OnDevicePolicy(tiny_run / "policy", samples=bad)
+
+
+def test_policy_json_sets_the_samples_and_pqmix_takes_one(tiny_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "policy"
+    shutil.copytree(tiny_run / "policy", copy)
+    meta = json.loads((copy / "policy.json").read_text())
+    assert OnDevicePolicy(copy).samples == DEFAULT_SAMPLES
+    (copy / "policy.json").write_text(json.dumps({**meta, "samples": 3}))
+    assert OnDevicePolicy(copy).samples == 3 and OnDevicePolicy(copy, samples=2).samples == 2
+    (copy / "policy.json").write_text(json.dumps({**meta, "samples": "many"}))
+    with pytest.raises(SplitrtError, match=r"'samples' in .*policy.json.*'many'"):
+        OnDevicePolicy(copy)
+    run = tmp_path / "pq"
+    train(TrainConfig(method="pqmix", **{**TINY, "episodes": 8}), run, progress=False)
+    assert OnDevicePolicy(run / "policy", samples=8).samples == 1
 
 
 def test_masking_never_selects_an_invalid_action(tiny_run):
@@ -147,7 +191,6 @@ def test_runtime_decision_api_is_torch_free(tiny_run):
 
 def test_policy_refuses_another_scenario_shape(tiny_run):
     from edge_runtime.decision import DecisionContext
-    from edge_runtime.errors import SplitrtError
 
     p = OnDevicePolicy(tiny_run / "policy")
     ctx = DecisionContext(
@@ -210,3 +253,28 @@ def test_learned_method_finds_the_policy_for_the_scenario(tiny_run):
             find_policy(tiny_run, "mad2rl", other, "shape")
     with pytest.raises(MethodNotApplicable):
         find_policy(tiny_run, "pqmix", preset("paper", n_cvs=2, n_svs=1))
+
+
+def test_mad2rl_method_decides_with_the_requested_noise_draws(tiny_run):
+    """`--method-opt mad2rl.samples=K` reaches the policy: the method's actions are the argmax of
+    the mean q over K draws from its seeded generator, exactly as `OnDevicePolicy.run` decides."""
+    from policy.config import preset
+    from policy.env import VecEnv
+    from policy.methods import make_method
+
+    env = VecEnv(preset("paper", n_cvs=2, n_svs=1), n_envs=3, seed=4)
+    method = make_method("mad2rl", {"policy": str(tiny_run), "samples": "3"})
+    method.reset(env, seed=9)
+    assert method.policy.samples == 3
+    obs, _, mask = env.reset()
+    got = method.act(obs, None, mask, env.view())
+    ref = OnDevicePolicy(tiny_run / "policy", seed=9, samples=3)
+    onehot = np.tile(ref.type_onehot(list(env.agent_model)), (3, 1))
+    _, want = ref.run(obs.reshape(6, -1), onehot, mask.reshape(6, -1))
+    np.testing.assert_array_equal(got.reshape(-1), want)
+    default = make_method("mad2rl", {"policy": str(tiny_run)})
+    default.reset(env, seed=9)
+    assert default.policy.samples == DEFAULT_SAMPLES
+    bad = make_method("mad2rl", {"policy": str(tiny_run), "samples": "-1"})
+    with pytest.raises(SplitrtError, match="policy samples .* got -1"):
+        bad.reset(env, seed=9)
