@@ -5,7 +5,8 @@ A policy is found under ``policy`` (a policy directory, or a folder searched rec
 ``policy.json``, default: the shipped ``policy/trained/``) by matching the scenario:
 ``match="exact"`` needs the same #CVs, #SVs, V and DNN types it was trained on; ``match="shape"``
 the same #SVs (node count J), V and DNN types, with any number of CVs (the actor is shared by all
-agents and sees only its own observation, so it runs with any number of CVs). No match is `MethodNotApplicable`, reported by
+agents and sees only its own observation, so it runs with any number of CVs), a policy trained
+for exactly the scenario's #CVs first. No match is `MethodNotApplicable`, reported by
 `splitrt evaluate` with the command that trains one.
 """
 
@@ -29,11 +30,13 @@ MATCHES = ("exact", "shape")
 
 
 def find_policy(root: str | Path, method: str, scenario, match: str = "exact") -> Path:
-    """The directory of the first policy under ``root`` (sorted) that fits ``scenario``."""
+    """The directory of the first policy under ``root`` (sorted) that fits ``scenario``; with
+    ``match="shape"``, one trained for the scenario's own #CVs comes before the others."""
     if match not in MATCHES:
         raise MethodNotApplicable(f"{method}: match={match!r} is not one of {', '.join(MATCHES)}")
     root = Path(root)
     metas = [root / POLICY_META] if (root / POLICY_META).is_file() else sorted(root.rglob(POLICY_META))
+    shaped: list[Path] = []
     for meta_path in metas:
         try:
             meta = json.loads(meta_path.read_text())
@@ -48,11 +51,13 @@ def find_policy(root: str | Path, method: str, scenario, match: str = "exact") -
             continue
         if (sc.get("n_svs"), float(sc.get("v", -1))) != (scenario.n_svs, float(scenario.v)):
             continue
-        if match == "exact" and sc.get("n_cvs") != scenario.n_cvs:
-            continue
         if sc.get("name") not in (None, scenario.name):
             continue
-        return meta_path.parent
+        if sc.get("n_cvs") == scenario.n_cvs:
+            return meta_path.parent
+        shaped.append(meta_path.parent)
+    if match == "shape" and shaped:
+        return shaped[0]
     raise MethodNotApplicable(
         f"no trained {method} policy for {scenario.name} with {scenario.n_cvs} CVs, {scenario.n_svs} SVs, "
         f"V={scenario.v:g} under {root} (train one: splitrt train --method {method} --preset {scenario.name} "

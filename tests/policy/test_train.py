@@ -255,6 +255,23 @@ def test_learned_method_finds_the_policy_for_the_scenario(tiny_run):
         find_policy(tiny_run, "pqmix", preset("paper", n_cvs=2, n_svs=1))
 
 
+def test_shape_matching_prefers_a_policy_trained_for_the_same_number_of_cvs(tiny_run, tmp_path):
+    import shutil
+
+    from policy.config import preset
+    from policy.learned import find_policy
+
+    for name, cvs in (("a-two", 2), ("b-three", 3)):
+        shutil.copytree(tiny_run / "policy", tmp_path / name)
+        meta = json.loads((tmp_path / name / "policy.json").read_text())
+        meta["scenario"]["n_cvs"] = cvs
+        (tmp_path / name / "policy.json").write_text(json.dumps(meta))
+    three, four = preset("paper", n_cvs=3, n_svs=1), preset("paper", n_cvs=4, n_svs=1)
+    assert find_policy(tmp_path, "mad2rl", three, "shape") == tmp_path / "b-three"  # not the first sorted
+    assert find_policy(tmp_path, "mad2rl", three) == tmp_path / "b-three"
+    assert find_policy(tmp_path, "mad2rl", four, "shape") == tmp_path / "a-two"  # none exact: first sorted
+
+
 def test_mad2rl_method_decides_with_the_requested_noise_draws(tiny_run):
     """`--method-opt mad2rl.samples=K` reaches the policy: the method's actions are the argmax of
     the mean q over K draws from its seeded generator, exactly as `OnDevicePolicy.run` decides."""
