@@ -17,6 +17,7 @@ What the paper leaves open (or what did not work here), and our choice:
 | reward scale | rewards divided by the mean |r| of a random warm-up batch of episodes (stored in the checkpoint) | -P2 is O(1e3) under random actions; the optimum is unchanged by a constant factor |
 | normalisers | queues through log1p(Q / 1 GFLOP), then mean/std of a random warm-up, frozen, saved in the artifact (policy.networks.Normaliser) | queues that outgrow the warm-up cannot blow up the inputs |
 | time limit | the episode end is a truncation (bootstrapped when gamma > 0), not a terminal state | queues persist past slot T |
+| policy exported | the snapshot with the best validation return: every `validate_every` (5) iterations the deployed decision (the values averaged over the runtime's noise draws, no exploration; edge_runtime.policy "Samples") plays the same n_envs validation episodes | late training is not monotonic: at 3 CVs, 2000 -> 4000 episodes took seed 0 from 1.09 to 1.04 s mean completion but seed 1 from 1.16 to 2.91 s (README, Results) |
 | target | double Q: argmax by the online actor, value by the target actor and mixer (skipped at gamma = 0, where it is multiplied by 0) | reduces over-estimation |
 | loss | Huber (smooth L1) on the TD error, gradient norm clipped at 10 | robust to the heavy-tailed P2 |
 | x0 bound | tanh instead of the D2SAC code's hard clip | a clip ties saturated entries at exactly 1.0: argmax then returns action 0 (full offload) and the gradient is zero (policy.networks.DiffusionActor) |
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 #: without it, pushed entries saturate tanh, tie and stop learning (policy.networks.DiffusionActor).
 RANGE_LIMIT = 2.0
 RANGE_PENALTY = 0.01
+#: Offset of the validation episodes' seed from the run's (no training or evaluation seed is this large).
+VALIDATION_SEED = 1_000_003
 
 
 def make_scenario(cfg: TrainConfig):
@@ -132,13 +135,16 @@ class Learner:
         self.params = list(self.actor.parameters()) + list(self.mixer.parameters())
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.selected: dict[str, Any] | None = None  # which snapshot the actor is (load_run)
 
-    def q_all(self, actor, obs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def q_all(
+        self, actor, obs: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(q, score), each (B, N, A): per-agent values of every action and the score whose argmax
-        is the agent's choice (fresh diffusion noise per call)."""
+        is the agent's choice (fresh diffusion noise per call, from ``generator`` or the learner's)."""
         b, n, d = obs.shape
         onehot = self.type_onehot.expand(b, n, -1).reshape(b * n, -1)
-        noise = actor.sample_noise(b * n, self.generator)
+        noise = actor.sample_noise(b * n, generator or self.generator)
         q, score = actor(obs.reshape(b * n, d), onehot, mask.reshape(b * n, -1), noise)
         return q.view(b, n, -1), score.view(b, n, -1)
 
@@ -153,6 +159,18 @@ class Learner:
         # uniform among valid actions: argmax of random keys restricted to the mask
         random_valid = np.where(mask, rng.random(mask.shape), -1.0).argmax(-1)
         return np.where(explore, random_valid, greedy)
+
+    @torch.no_grad()
+    def decide(self, obs: np.ndarray, mask: np.ndarray, samples: int, generator: torch.Generator) -> np.ndarray:
+        """(E, N) the deployed decision (edge_runtime.policy.OnDevicePolicy.run): one draw decides by
+        the graph's score, S > 1 draws by the argmax of the values averaged over them."""
+        s = samples if isinstance(self.actor, DiffusionActor) else 1
+        o = torch.as_tensor(obs, device=self.device).repeat(s, 1, 1)
+        m = torch.as_tensor(mask, device=self.device).repeat(s, 1, 1)
+        q, score = self.q_all(self.actor, o, m, generator)
+        if s == 1:
+            return score.argmax(-1).cpu().numpy()
+        return q.view(s, *obs.shape[:2], -1).mean(0).argmax(-1).cpu().numpy()
 
     def update(self, batch: dict[str, torch.Tensor], reward_scale: float) -> float:
         """One TD step (eqs 59-60) and the soft target update (eqs 61-62); returns the loss."""
@@ -258,6 +276,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
     metrics_path = out / "metrics.csv"
     start_iter = 0
     iterations = max(1, -(-cfg.episodes // cfg.n_envs))
+    best: dict[str, Any] | None = None  # the best validated snapshot (see `validate`)
 
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False, map_location=cfg.device)
@@ -268,6 +287,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
         rng = ckpt["rng"]
         reward_scale = ckpt["reward_scale"]
         start_iter = ckpt["iteration"]
+        best = ckpt.get("best")
         env = make_env(cfg, cfg.n_envs, seed=cfg.seed)  # episodes are reseeded from rng every batch
     else:
         (out / "config.json").write_text(json.dumps({**asdict(cfg), "scenario": _scenario_dict(env)}, indent=1) + "\n")
@@ -284,7 +304,19 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
         learner.set_normalisers(np.concatenate(obs_seen), np.concatenate(state_seen), env.n_nodes)
         reward_scale = float(max(np.mean(np.abs(np.concatenate(rew_seen))), 1e-6))
         with open(metrics_path, "w", newline="") as f:
-            csv.writer(f).writerow(["iteration", "episodes", "epsilon", "return", "completion_s", "loss", "wall_s"])
+            csv.writer(f).writerow(
+                [
+                    "iteration",
+                    "episodes",
+                    "epsilon",
+                    "return",
+                    "completion_s",
+                    "loss",
+                    "wall_s",
+                    "val_return",
+                    "val_completion_s",
+                ]
+            )
 
     t0 = time.perf_counter()
     bar = tqdm(
@@ -314,6 +346,11 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
             obs, state, mask = next_obs, next_state, next_mask
             if done.all():
                 break
+        val: dict[str, float] = {}
+        if cfg.validate_every and ((it + 1) % cfg.validate_every == 0 or it + 1 == iterations):
+            val = validate(cfg, learner)
+            if best is None or val["return"] > best["return"]:
+                best = {"iteration": it + 1, **val, "actor": copy.deepcopy(learner.actor.state_dict())}
         row = [
             it + 1,
             (it + 1) * cfg.n_envs,
@@ -322,12 +359,14 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
             float(np.mean(completion)),
             float(np.mean(losses)) if losses else float("nan"),
             round(time.perf_counter() - t0, 2),
+            val.get("return", ""),
+            val.get("completion_s", ""),
         ]
         with open(metrics_path, "a", newline="") as f:
             csv.writer(f).writerow(row)
         bar.set_postfix(ret=f"{row[3]:.1f}", comp=f"{row[4]:.3f}s", eps=f"{epsilon:.2f}")
         if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == iterations:
-            _checkpoint(ckpt_path, cfg, learner, replay, rng, reward_scale, it + 1)
+            _checkpoint(ckpt_path, cfg, learner, replay, rng, reward_scale, it + 1, best)
     bar.close()
     export_run(out)
     plot_learning_curve(out)
@@ -338,7 +377,23 @@ def _scenario_dict(env) -> dict[str, Any]:
     return env.scenario.to_dict()
 
 
-def _checkpoint(path: Path, cfg, learner, replay, rng, reward_scale, iteration) -> None:
+def validate(cfg: TrainConfig, learner: Learner) -> dict[str, float]:
+    """Mean return and completion time of the deployed decision on n_envs fixed validation
+    episodes (their own seed, never a training or `splitrt evaluate` episode; own noise generator,
+    so validating does not change the training run)."""
+    from edge_runtime.policy import DEFAULT_SAMPLES
+
+    env = make_env(cfg, cfg.n_envs, seed=cfg.seed + VALIDATION_SEED)
+    generator = torch.Generator(device=learner.device).manual_seed(cfg.seed + VALIDATION_SEED)
+    res = run_episodes(
+        env,
+        lambda obs, state, mask: learner.decide(obs, mask, DEFAULT_SAMPLES, generator),
+        np.random.default_rng(cfg.seed + VALIDATION_SEED),
+    )
+    return {"return": float(res["return"].mean()), "completion_s": float(res["completion_s"].mean())}
+
+
+def _checkpoint(path: Path, cfg, learner, replay, rng, reward_scale, iteration, best=None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
@@ -348,14 +403,16 @@ def _checkpoint(path: Path, cfg, learner, replay, rng, reward_scale, iteration) 
             "rng": rng,
             "reward_scale": reward_scale,
             "iteration": iteration,
+            "best": best,
         },
         tmp,
     )
     tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
 
 
-def load_run(run_dir: str | Path):
-    """(config, env, learner) of a finished or checkpointed run."""
+def load_run(run_dir: str | Path, snapshot: str = "last"):
+    """(config, env, learner) of a finished or checkpointed run; ``snapshot="best"`` puts the best
+    validated actor in place of the last one (when the run validated)."""
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
     if not ckpt_path.is_file():
@@ -365,15 +422,26 @@ def load_run(run_dir: str | Path):
     env = make_env(cfg, 1, seed=cfg.seed)
     learner = Learner(cfg, env)
     learner.load_state_dict(ckpt["learner"])
+    learner.selected = {"iteration": ckpt["iteration"], "by": "last iteration"}
+    best = ckpt.get("best")
+    if snapshot == "best" and best is not None:
+        learner.actor.load_state_dict(best["actor"])
+        learner.selected = {
+            "iteration": best["iteration"],
+            "by": "best validation return",
+            "val_return": best["return"],
+            "val_completion_s": best["completion_s"],
+        }
     return cfg, env, learner
 
 
-def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Export the run's actor as the on-device policy (default RUN/policy/)."""
+def export_run(run_dir: str | Path, out: str | Path | None = None, snapshot: str = "best") -> Path:
+    """Export the run's best validated actor (the last one without validation, or with
+    ``snapshot="last"``) as the on-device policy (default RUN/policy/)."""
     from policy.export_policy import export_actor
 
     run_dir = Path(run_dir)
-    cfg, env, learner = load_run(run_dir)
+    cfg, env, learner = load_run(run_dir, snapshot=snapshot)
     from policy.workloads import load_manifest
 
     types = [
@@ -396,6 +464,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         "scenario": env.scenario.to_dict(),
         "train_config": asdict(cfg),
         "command": command,
+        "selected": learner.selected,
     }
     return export_actor(learner.actor, Path(out) if out else run_dir / "policy", meta)
 
@@ -414,7 +483,11 @@ def plot_learning_curve(run_dir: str | Path) -> Path:
     a.plot(ep, [float(r["return"]) for r in rows])
     a.set_xlabel("episodes")
     a.set_ylabel("mean episode return (-sum P2)")
-    b.plot(ep, [float(r["completion_s"]) for r in rows])
+    b.plot(ep, [float(r["completion_s"]) for r in rows], label="rollouts (one draw, epsilon)")
+    val = [(e, float(r["val_completion_s"])) for e, r in zip(ep, rows, strict=True) if r.get("val_completion_s")]
+    if val:
+        b.plot(*zip(*val, strict=True), "o-", ms=3, label="validation (deployed decision)")
+        b.legend()
     b.set_xlabel("episodes")
     b.set_ylabel("mean completion time (s)")
     fig.suptitle(run_dir.name)

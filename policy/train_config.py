@@ -59,6 +59,8 @@ class TrainConfig:
     """actor hidden width (paper: 3 x 256, Mish)"""
     checkpoint_every: int = 25
     """iterations between checkpoints"""
+    validate_every: int = 5
+    """iterations between validations: the deployed decision (mean values over the runtime's noise draws, no exploration) on n_envs fixed episodes; the policy exported is the snapshot with the best validation return (0: the last one)"""
     threads: int = 1
     """torch CPU threads (1: bit-reproducible, and 2 threads starve each other on a busy 2-core machine)"""
     device: str = "cpu"
@@ -67,6 +69,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise SplitrtError(f"--method {self.method!r} is not one of {', '.join(METHODS)}")
+        if self.validate_every < 0:
+            raise SplitrtError(f"--validate-every must be >= 0 (0: no validation), got {self.validate_every}")
         for name in ("cvs", "svs", "episodes", "n_envs", "batch_size", "buffer_size", "updates_per_step", "threads"):
             if getattr(self, name) < 1:
                 raise SplitrtError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

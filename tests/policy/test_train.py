@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -295,3 +296,38 @@ def test_mad2rl_method_decides_with_the_requested_noise_draws(tiny_run):
     bad = make_method("mad2rl", {"policy": str(tiny_run), "samples": "-1"})
     with pytest.raises(SplitrtError, match="policy samples .* got -1"):
         bad.reset(env, seed=9)
+
+
+def test_validation_selects_the_exported_snapshot_without_changing_the_training(tmp_path):
+    """validate_every=1: every row has validation figures, the exported policy is the snapshot with
+    the best validation return (ONNX == that actor), and the training columns equal a run that
+    never validates (validation has its own episodes and noise)."""
+    plain = train(
+        TrainConfig(method="mad2rl", steps=3, **{**TINY, "validate_every": 0}), tmp_path / "a", progress=False
+    )
+    checked = train(
+        TrainConfig(method="mad2rl", steps=3, **{**TINY, "validate_every": 1}), tmp_path / "b", progress=False
+    )
+    rows_a = list(csv.DictReader((plain / "metrics.csv").open()))
+    rows_b = list(csv.DictReader((checked / "metrics.csv").open()))
+    for col in ("return", "completion_s", "loss"):
+        assert [r[col] for r in rows_a] == [r[col] for r in rows_b], col
+    assert all(r["val_return"] == "" for r in rows_a) and all(r["val_return"] for r in rows_b)
+    best_row = max(rows_b, key=lambda r: float(r["val_return"]))
+    selected = json.loads((checked / "policy" / "policy.json").read_text())["selected"]
+    assert selected["iteration"] == int(best_row["iteration"]) and selected["by"] == "best validation return"
+    assert json.loads((plain / "policy" / "policy.json").read_text())["selected"]["by"] == "last iteration"
+    # the exported graph is the selected actor: torch decide == runtime decision on the same noise
+    cfg, env, learner = load_run(checked, snapshot="best")
+    policy = OnDevicePolicy(checked / "policy")
+    obs, _, mask = env.reset(seed=3)
+    for samples in (1, 4):
+        gen = torch.Generator().manual_seed(7)
+        want = learner.decide(obs, mask, samples, gen)
+        noise = torch.randn(
+            samples * obs.shape[1], cfg.steps, env.max_actions, generator=torch.Generator().manual_seed(7)
+        )
+        noise = noise.numpy().reshape(samples, obs.shape[1], cfg.steps, env.max_actions)
+        onehot = policy.type_onehot(list(env.agent_model))
+        got = policy.run(obs[0], onehot, mask[0], noise if samples > 1 else noise[0])[1]
+        np.testing.assert_array_equal(got, want[0])

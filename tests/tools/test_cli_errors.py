@@ -179,6 +179,7 @@ CASES = [
     ("train-method", "train --method nosuch --out {w}/t", "--method 'nosuch'"),
     ("train-resume-nothing", "train --resume --out {w}/t_empty", "--resume: no checkpoint"),
     ("train-device", "train --device tpu --out {w}/t", "--device 'tpu' is not a torch device"),
+    ("train-validate-negative", "train --validate-every -1 --out {w}/t", "--validate-every must be >= 0"),
     ("train-out-unwritable", "train --episodes 1 --out /proc/nope/t", "--out /proc/nope/t"),
     ("export-policy-no-run", "export-policy --run {w}/nowhere", "no checkpoint in"),
     # keys

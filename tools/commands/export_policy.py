@@ -15,6 +15,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="policy directory (default RUN/policy); a path ending in .onnx names the directory it is in",
     )
+    p.add_argument(
+        "--snapshot",
+        choices=("best", "last"),
+        default="best",
+        help="best: the actor with the best validation return (what train exports; the last one if the run did "
+        "not validate); last: the actor of the last checkpoint",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -23,6 +30,6 @@ def main(args: argparse.Namespace) -> int:
     out = args.out
     if out is not None and out.suffix == ".onnx":
         out = out.parent
-    path = export_run(args.run, out)
+    path = export_run(args.run, out, snapshot=args.snapshot)
     print(f"policy written to {path} (policy.onnx, policy.json)")
     return 0
