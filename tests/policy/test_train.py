@@ -300,7 +300,7 @@ def test_mad2rl_method_decides_with_the_requested_noise_draws(tiny_run):
 
 def test_validation_selects_the_exported_snapshot_without_changing_the_training(tmp_path):
     """validate_every=1: every row has validation figures, the exported policy is the snapshot with
-    the best validation return (ONNX == that actor), and the training columns equal a run that
+    the shortest validation completion time (ONNX == that actor), and the training columns equal a run that
     never validates (validation has its own episodes and noise)."""
     plain = train(
         TrainConfig(method="mad2rl", steps=3, **{**TINY, "validate_every": 0}), tmp_path / "a", progress=False
@@ -313,9 +313,11 @@ def test_validation_selects_the_exported_snapshot_without_changing_the_training(
     for col in ("return", "completion_s", "loss"):
         assert [r[col] for r in rows_a] == [r[col] for r in rows_b], col
     assert all(r["val_return"] == "" for r in rows_a) and all(r["val_return"] for r in rows_b)
-    best_row = max(rows_b, key=lambda r: float(r["val_return"]))
+    best_row = min(rows_b, key=lambda r: float(r["val_completion_s"]))
     selected = json.loads((checked / "policy" / "policy.json").read_text())["selected"]
-    assert selected["iteration"] == int(best_row["iteration"]) and selected["by"] == "best validation return"
+    assert (
+        selected["iteration"] == int(best_row["iteration"]) and selected["by"] == "shortest validation completion time"
+    )
     assert json.loads((plain / "policy" / "policy.json").read_text())["selected"]["by"] == "last iteration"
     # the exported graph is the selected actor: torch decide == runtime decision on the same noise
     cfg, env, learner = load_run(checked, snapshot="best")

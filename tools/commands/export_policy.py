@@ -19,7 +19,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--snapshot",
         choices=("best", "last"),
         default="best",
-        help="best: the actor with the best validation return (what train exports; the last one if the run did "
+        help="best: the actor with the shortest validation completion time (what train exports; the last one if the run did "
         "not validate); last: the actor of the last checkpoint",
     )
 
