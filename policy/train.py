@@ -17,7 +17,7 @@ What the paper leaves open (or what did not work here), and our choice:
 | reward scale | rewards divided by the mean |r| of a random warm-up batch of episodes (stored in the checkpoint) | -P2 is O(1e3) under random actions; the optimum is unchanged by a constant factor |
 | normalisers | queues through log1p(Q / 1 GFLOP), then mean/std of a random warm-up, frozen, saved in the artifact (policy.networks.Normaliser) | queues that outgrow the warm-up cannot blow up the inputs |
 | time limit | the episode end is a truncation (bootstrapped when gamma > 0), not a terminal state | queues persist past slot T |
-| policy exported | the snapshot with the shortest validation mean completion time: every `validate_every` (5) iterations the deployed decision (the values averaged over the runtime's noise draws, no exploration) plays the same n_envs validation episodes | late training is not monotonic: at 3 CVs, 2000 -> 4000 episodes took seed 0 from 1.09 to 1.04 s mean completion but seed 1 from 1.16 to 2.91 s. Not the validation return: sum(-P2) over an episode telescopes the drift into the final backlog, and the snapshots it picked were 1.3-2.1x slower than the last one (README, Results) |
+| policy exported | the snapshot with the shortest validation mean completion time: every `validate_every` (10) iterations and at the end the deployed decision (the values averaged over the runtime's noise draws, no exploration) plays the same n_envs validation episodes | late training is not monotonic: at 3 CVs, 2000 -> 4000 episodes took seed 0 from 1.09 to 1.04 s mean completion but seed 1 from 1.16 to 2.91 s. Not the validation return: sum(-P2) over an episode telescopes the drift into the final backlog, and the snapshots it picked were 1.3-2.1x slower than the last one (README, Results) |
 | target | double Q: argmax by the online actor, value by the target actor and mixer (skipped at gamma = 0, where it is multiplied by 0) | reduces over-estimation |
 | loss | Huber (smooth L1) on the TD error, gradient norm clipped at 10 | robust to the heavy-tailed P2 |
 | x0 bound | tanh instead of the D2SAC code's hard clip | a clip ties saturated entries at exactly 1.0: argmax then returns action 0 (full offload) and the gradient is zero (policy.networks.DiffusionActor) |
@@ -457,7 +457,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, snapshot: str
     ]
     command = (
         f"splitrt train --method {cfg.method} --preset {cfg.preset} --cvs {cfg.cvs} --svs {cfg.svs} "
-        f"--v {cfg.v:g} --steps {cfg.steps} --episodes {cfg.episodes} --seed {cfg.seed} --out {run_dir}"
+        f"--v {cfg.v:g} --steps {cfg.steps} --episodes {cfg.episodes} --seed {cfg.seed} "
+        f"--validate-every {cfg.validate_every} --out {run_dir}"
     )
     meta = {
         "method": cfg.method,

@@ -59,8 +59,8 @@ class TrainConfig:
     """actor hidden width (paper: 3 x 256, Mish)"""
     checkpoint_every: int = 25
     """iterations between checkpoints"""
-    validate_every: int = 5
-    """iterations between validations: the deployed decision (mean values over the runtime's noise draws, no exploration) on n_envs fixed episodes; the policy exported is the snapshot with the shortest validation mean completion time (0: the last one)"""
+    validate_every: int = 10
+    """iterations between validations (and the last one): the deployed decision (mean values over the runtime's noise draws, no exploration) on n_envs fixed episodes; the policy exported is the snapshot with the shortest validation mean completion time (0: the last one)"""
     threads: int = 1
     """torch CPU threads (1: bit-reproducible, and 2 threads starve each other on a busy 2-core machine)"""
     device: str = "cpu"
