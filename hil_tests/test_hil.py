@@ -47,6 +47,12 @@ def hil_exports(exports, tmp_path_factory) -> Path:
     return root
 
 
+def _default_sigint() -> None:
+    # A suite started in the background by a non-interactive shell (`make test &`) inherits an
+    # ignored SIGINT, and so would the harness: Ctrl-C must reach it as it does from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def hil(out: Path, exports: Path, *extra: str) -> subprocess.Popen:
     args = [*SCENARIO, "--out", str(out), "--exports", str(exports), "--keep-profiles", "--no-progress", *extra]
     return subprocess.Popen(
@@ -56,6 +62,7 @@ def hil(out: Path, exports: Path, *extra: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
 
 
