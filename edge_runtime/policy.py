@@ -142,6 +142,8 @@ class OnDevicePolicy:
         if noise is None:
             noise = self.rng.standard_normal((self.samples, *shape)).astype(np.float32)
         noise = np.asarray(noise, np.float32)
+        if noise.shape == (1, *shape):
+            noise = noise[0]  # one draw: the graph's own action (argmax of the score, without tanh ties)
         if noise.shape == shape:
             return tuple(self.session.run(["q", "action"], {**feeds, "noise": noise}))  # type: ignore[return-value]
         if noise.ndim != 4 or noise.shape[1:] != shape or noise.shape[0] < 1:

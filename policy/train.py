@@ -244,20 +244,17 @@ def epsilon_at(cfg: TrainConfig, episodes_done: int) -> float:
 
 
 def run_episodes(env, choose, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Run one batch of episodes (every env, T slots) with ``choose(obs, state, mask) -> (E, N)``;
-    per episode its return and the mean completion time of its tasks."""
+    """Run one batch of episodes (every env, T slots) with ``choose(obs, state, mask) -> (E, N)``."""
     obs, state, mask = env.reset(seed=int(rng.integers(2**31)))
-    rewards, completion_sum, tasks = [], 0.0, 0
+    rewards, completion = [], []
     while True:
         actions = choose(obs, state, mask)
         obs, state, mask, reward, done, info = env.step(actions)
         rewards.append(reward)
-        completion_sum = completion_sum + (info["completion_s"] * info["tasks"]).sum(-1)
-        tasks = tasks + info["tasks"].sum(-1)
+        completion.append(info["completion_s"].mean(-1))
         if done.all():
             break
-    # per episode: the mean completion time of its tasks (as `splitrt evaluate` reports it)
-    return {"return": np.sum(rewards, 0), "completion_s": completion_sum / np.maximum(tasks, 1)}
+    return {"return": np.sum(rewards, 0), "completion_s": np.mean(completion, 0)}
 
 
 # ======================================================================================
@@ -380,20 +377,35 @@ def _scenario_dict(env) -> dict[str, Any]:
     return env.scenario.to_dict()
 
 
-def validate(cfg: TrainConfig, learner: Learner) -> dict[str, float]:
-    """Mean return and completion time of the deployed decision on n_envs fixed validation
-    episodes (their own seed, never a training or `splitrt evaluate` episode; own noise generator,
-    so validating does not change the training run)."""
-    from edge_runtime.policy import DEFAULT_SAMPLES
+class _Deployed:
+    """The learner's deployed decision as a `policy.methods.Method` (for `validate`)."""
 
-    env = make_env(cfg, cfg.n_envs, seed=cfg.seed + VALIDATION_SEED)
+    name = "validation"
+
+    def __init__(self, learner: Learner, generator: torch.Generator) -> None:
+        from edge_runtime.policy import DEFAULT_SAMPLES
+
+        self.learner, self.generator, self.samples = learner, generator, DEFAULT_SAMPLES
+
+    def reset(self, env, seed: int | None) -> None:
+        pass
+
+    def act(self, obs: np.ndarray, state: np.ndarray, mask: np.ndarray, view) -> np.ndarray:
+        return self.learner.decide(obs, mask, self.samples, self.generator)
+
+
+def validate(cfg: TrainConfig, learner: Learner) -> dict[str, float]:
+    """Return (sum of the rewards -P2, eq 57) and mean task completion time of the deployed
+    decision on n_envs fixed validation episodes, run and summarised as `splitrt evaluate` does
+    (their own seed, never a training or evaluation episode; own noise generator, so validating
+    does not change the training run)."""
+    from policy.evaluate import Setting, run_episodes, summarize
+
     generator = torch.Generator(device=learner.device).manual_seed(cfg.seed + VALIDATION_SEED)
-    res = run_episodes(
-        env,
-        lambda obs, state, mask: learner.decide(obs, mask, DEFAULT_SAMPLES, generator),
-        np.random.default_rng(cfg.seed + VALIDATION_SEED),
-    )
-    return {"return": float(res["return"].mean()), "completion_s": float(res["completion_s"].mean())}
+    episodes_seed = int(np.random.default_rng(cfg.seed + VALIDATION_SEED).integers(2**31))
+    ep = run_episodes(make_scenario(cfg), _Deployed(learner, generator), cfg.n_envs, episodes_seed)
+    summary = summarize("validation", Setting(cfg.cvs, cfg.svs, cfg.v), ep)
+    return {"return": float(-ep.lyapunov["p2"].sum(axis=1).mean()), "completion_s": summary["mean_completion_s"]}
 
 
 def _checkpoint(path: Path, cfg, learner, replay, rng, reward_scale, iteration, best=None) -> None:

@@ -81,6 +81,12 @@ def test_a_decision_averages_the_values_over_its_noise_draws(tiny_run):
     drawn = OnDevicePolicy(tiny_run / "policy", seed=11, samples=4)
     expect = np.random.default_rng(11).standard_normal(noise.shape).astype(np.float32)
     np.testing.assert_array_equal(drawn.run(obs, onehot, mask)[1], policy.run(obs, onehot, mask, expect)[1])
+    # one draw is the graph's own (B, M, A) path: q and action exactly as with that noise given
+    one = OnDevicePolicy(tiny_run / "policy", seed=11, samples=1)
+    q1, a1 = one.run(obs, onehot, mask)
+    qg, ag = policy.run(obs, onehot, mask, expect[:1][0])
+    np.testing.assert_array_equal(q1, qg)
+    np.testing.assert_array_equal(a1, ag)
     with pytest.raises(SplitrtError, match="noise must have shape"):
         policy.run(obs, onehot, mask, noise[:, :, :1])
     for bad in (0, -2, 1.5, True):
