@@ -23,7 +23,8 @@ the posterior noise of eq 41; the mixer was trained on them with fresh noise on 
 decides by the argmax of the mean q over ``samples`` independent noise draws (one ONNX call on
 a batch of samples x B). With one draw, a single noisy x0 often ranks a poor action first:
 measured at 3 CVs / 5 SVs / V = 10 (README, Results), 1 / 4 / 16 draws gave 1.27 / 1.06 /
-1.04 s mean completion against the per-slot oracle's 1.05 s. The cost grows about linearly with
+1.04 s mean completion against p2-optimal's 1.05 s (the exhaustive per-slot
+minimiser of P2(t), not an optimum of completion time). The cost grows about linearly with
 the draws (README: decision latency per draw count). P-QMIX has no noise: one pass, samples = 1.
 """
 

@@ -10,12 +10,18 @@ compute is always split by the same KKT allocation (eqs 43-52).
 | ``random`` | uniform over each CV's valid actions |
 | ``greedy`` | the paper's greedy: cut where the transmitted tensor is smallest, offload to the reachable node with the shortest queue (edge_runtime.decision.greedy_choice) |
 | ``neurosurgeon`` | each CV alone picks the (cut, node) of least estimated latency from this slot's rates, queues and device speeds, ignoring the other CVs (no waiting term, no allocation: it counts on the RSU's fair share F / K for its type) |
-| ``ga`` | genetic algorithm per slot (defaults: population 50, 50 generations, crossover 0.9, elites 2) (after Sun et al., TVT 2018, as the paper uses it): chromosome = every CV's action (phi, xi), fitness = P2(t) of the slot; random valid initial population of ``population``, binary tournament selection, uniform crossover with probability ``crossover``, per-gene mutation to a random valid action with probability ``mutation`` (default 1/N), ``elites`` best kept, ``generations`` rounds; returns the best chromosome seen |
-| ``oracle`` | exhaustive search of the slot's joint action space: the minimum of P2(t) over every valid joint action (fully local counted once per CV, a CV without a task has one choice); refuses scenarios whose worst-case space prod_i (L_k J + 1) exceeds ``max_joint`` (default 1e6: 3 CVs with up to 5 SVs) |
+| ``ga`` | genetic algorithm per slot (defaults: population 50, 50 generations, crossover 0.9, elites 2) (after Sun et al., TVT 2018, as the paper uses it): chromosome = every CV's action (phi, xi), fitness = the slot objective (below, default P2(t)); random valid initial population of ``population``, binary tournament selection, uniform crossover with probability ``crossover``, per-gene mutation to a random valid action with probability ``mutation`` (default 1/N), ``elites`` best kept, ``generations`` rounds; returns the best chromosome seen. ``budget`` > 0 fixes the objective evaluations per slot instead (see `Genetic`) |
+| ``p2-optimal`` | exhaustive search of the slot's joint action space: the minimum of the slot objective (default P2(t)) over every valid joint action (fully local counted once per CV, a CV without a task has one choice); refuses scenarios whose worst-case space prod_i (L_k J + 1) exceeds ``max_joint`` (default 1e6: 3 CVs with up to 5 SVs) |
+| ``best-known`` | the best completion-time policy the project knows how to compute: the slot objective "queue pressure + V' sum_i d_i" (V' = ``objective_v``, default 150; see below) minimised exhaustively where the joint space is at most ``max_joint`` (3 CVs), else by a GA of ``budget`` evaluations per slot (default 10,000) seeded with the all-local and the Neurosurgeon joint actions |
 
-The oracle minimises exactly what P2-driven methods minimise each slot, so on the same slot no
-method can score a lower P2(t) (tested). It is myopic like them: it is not the optimum of the
-long-run problem P1.
+The slot objective. P2(t) (eq 33) = Q (A - S) + V sum_i d_i is the drift-plus-penalty surrogate
+at the scenario's V, with queues in GFLOP (so the pressure is in GFLOP^2 and scaling the queue
+unit by c acts like scaling V by c^2). ``objective_v`` = V' > 0 replaces V by V' in the planner's
+objective only (the RSU's P3 allocation keeps the scenario's V): pressure + V' sum_i d_i. P2-optimal
+is the exact minimiser of P2(t) on each slot (no method scores a lower P2(t) on the same slot,
+tested), not of completion time: on its own states the joint action of least completion time is
+0.66 s per task against its 1.05 s (3 CVs, 5 SVs, V = 10). Like every per-slot planner it is myopic:
+none of these is the optimum of the long-run problem P1. `policy.bounds` gives a proven floor.
 """
 
 from __future__ import annotations
@@ -27,6 +33,15 @@ import numpy as np
 from edge_runtime.decision import greedy_choice
 from policy.env import SlotView, VecEnv
 from policy.methods import MethodNotApplicable
+from policy.slot import SlotOutcome
+
+
+def slot_objective(outcome: SlotOutcome, objective_v: float = 0.0) -> np.ndarray:
+    """What a per-slot planner minimises (module docstring): P2(t) for ``objective_v`` = 0, else
+    queue pressure + objective_v * sum_i d_i (GFLOP^2 + V' x seconds). Shape (..., E)."""
+    if objective_v <= 0:
+        return outcome.p2
+    return outcome.pressure + objective_v * outcome.completion_s.sum(axis=-1)
 
 
 def _all(view: SlotView, actions: np.ndarray) -> np.ndarray:
@@ -129,11 +144,29 @@ class Genetic:
         mutation: float = 0.0,
         elites: int = 2,
         seed: int | None = None,
+        budget: int = 0,
+        objective_v: float = 0.0,
+        seed_heuristics: bool = False,
     ) -> None:
+        """``budget`` > 0: objective evaluations per slot and environment, replacing ``generations``:
+        population min(population, budget), then generations = (budget - population) // (population
+        - elites) (a budget below the population is random sampling). ``objective_v`` > 0: fitness
+        pressure + objective_v * sum d (module docstring), else P2(t). ``seed_heuristics``: the
+        initial population includes the all-local and the Neurosurgeon joint actions."""
+        if budget < 0:
+            raise ValueError(f"GA budget must be >= 0 evaluations per slot, got {budget}")
+        if budget:
+            population = max(2, min(population, budget))
+            elites = min(elites, population - 1)
+            generations = max(0, budget - population) // (population - elites)
         if population < 2 or generations < 0 or not 0 <= elites < population:
             raise ValueError(
                 f"GA needs population >= 2, generations >= 0, 0 <= elites < population (got {population}, {generations}, {elites})"
             )
+        if objective_v < 0:
+            raise ValueError(f"GA objective_v must be >= 0 (0 = P2 at the scenario's V), got {objective_v}")
+        self.objective_v = objective_v
+        self.seed_heuristics = seed_heuristics
         self.population = population
         self.generations = generations
         self.crossover = crossover
@@ -158,7 +191,14 @@ class Genetic:
             return np.take_along_axis(np.broadcast_to(order, (*shape, *order.shape)), r[..., None], axis=-1)[..., 0]
 
         pop = draw((p,))  # (P, E, N)
-        fit = view.evaluate(pop).p2  # (P, E)
+        if self.seed_heuristics:
+            pop[0] = view.local_actions()
+            pop[1 % p] = Neurosurgeon().act(obs, state, mask, view)
+
+        def fitness(actions: np.ndarray) -> np.ndarray:
+            return slot_objective(view.evaluate(actions), self.objective_v)
+
+        fit = fitness(pop)  # (P, E)
         envs = np.arange(e)
         for _ in range(self.generations):
             ranked = np.argsort(fit, axis=0, kind="stable")  # (P, E)
@@ -173,17 +213,25 @@ class Genetic:
             child = np.where(cross, parent_b, parent_a)
             child = np.where(rng.random((k, e, n)) < p_mut, draw((k,)), child)
             pop = np.concatenate([elite, child], axis=0)
-            fit = np.concatenate([np.take_along_axis(fit, ranked[: self.elites], axis=0), view.evaluate(child).p2])
+            fit = np.concatenate([np.take_along_axis(fit, ranked[: self.elites], axis=0), fitness(child)])
         best = fit.argmin(axis=0)
         return pop[best, envs]
 
+    @property
+    def evaluations(self) -> int:
+        """Objective evaluations per slot and environment."""
+        return self.population + self.generations * (self.population - self.elites)
 
-class Oracle:
-    name = "oracle"
 
-    def __init__(self, max_joint: int = 1_000_000, chunk: int = 16_384) -> None:
+class P2Optimal:
+    name = "p2-optimal"
+
+    def __init__(self, max_joint: int = 1_000_000, chunk: int = 16_384, objective_v: float = 0.0) -> None:
+        if objective_v < 0:
+            raise ValueError(f"objective_v must be >= 0 (0 = P2 at the scenario's V), got {objective_v}")
         self.max_joint = max_joint
         self.chunk = chunk
+        self.objective_v = objective_v
 
     @staticmethod
     def worst_case(env_or_view: VecEnv | SlotView) -> int:
@@ -195,8 +243,8 @@ class Oracle:
         size = self.worst_case(env)
         if size > self.max_joint:
             raise MethodNotApplicable(
-                f"oracle: {env.n_agents} CVs x {env.n_nodes} nodes have up to {size:.3g} joint actions per slot, "
-                f"over max_joint = {self.max_joint:.3g} (use fewer CVs/SVs or --method-opt oracle.max_joint=...)"
+                f"{self.name}: {env.n_agents} CVs x {env.n_nodes} nodes have up to {size:.3g} joint actions per slot, "
+                f"over max_joint = {self.max_joint:.3g} (use fewer CVs/SVs or --method-opt {self.name}.max_joint=...)"
             )
 
     def candidates(self, view: SlotView) -> list[np.ndarray]:
@@ -220,16 +268,48 @@ class Oracle:
             size = math.prod(len(c) for c in lists)
             if size > self.max_joint:
                 raise MethodNotApplicable(
-                    f"oracle: {size} joint actions in env {e} exceed max_joint = {self.max_joint}"
+                    f"{self.name}: {size} joint actions in env {e} exceed max_joint = {self.max_joint}"
                 )
             sizes = tuple(len(c) for c in lists)
             best_p2, best_action = np.inf, None
             for start in range(0, size, self.chunk):
                 digits = np.unravel_index(np.arange(start, min(start + self.chunk, size)), sizes)
                 block = np.stack([c[d] for c, d in zip(lists, digits, strict=True)], axis=-1)  # (B, N)
-                p2 = one.evaluate(block[:, None, :]).p2[:, 0]
+                p2 = slot_objective(one.evaluate(block[:, None, :]), self.objective_v)[:, 0]
                 k = int(p2.argmin())
                 if p2[k] < best_p2:
                     best_p2, best_action = p2[k], block[k]
             best[e] = best_action
         return best
+
+
+#: V' of best-known: the best of V' = 10 .. 1000 at 3, 5 and 7 CVs (T = 300, README "Results").
+BEST_KNOWN_V = 150.0
+
+
+class BestKnown:
+    """The completion-time reference (module docstring): exhaustive on "pressure + V' sum d" where
+    the joint space fits ``max_joint``, else a heuristic-seeded GA of ``budget`` evaluations."""
+
+    name = "best-known"
+
+    def __init__(self, objective_v: float = BEST_KNOWN_V, budget: int = 10_000, max_joint: int = 1_000_000) -> None:
+        self.objective_v = objective_v
+        self.budget = budget
+        self.max_joint = max_joint
+        self.inner: P2Optimal | Genetic | None = None
+
+    def reset(self, env: VecEnv, seed: int | None) -> None:
+        if P2Optimal.worst_case(env) <= self.max_joint:
+            self.inner = P2Optimal(max_joint=self.max_joint, objective_v=self.objective_v)
+        else:
+            self.inner = Genetic(budget=self.budget, objective_v=self.objective_v, seed_heuristics=True)
+        self.inner.reset(env, seed)
+
+    @property
+    def search(self) -> str:
+        return "exhaustive" if isinstance(self.inner, P2Optimal) else f"ga({self.budget})"
+
+    def act(self, obs: np.ndarray, state: np.ndarray, mask: np.ndarray, view: SlotView) -> np.ndarray:
+        assert self.inner is not None, "reset() first"
+        return self.inner.act(obs, state, mask, view)

@@ -4,25 +4,34 @@ For every setting (#CVs, #SVs, V) one `VecEnv` with ``n_seeds`` environments is 
 base scenario; environment e is seeded as child e of SeedSequence(seed), and all randomness is
 drawn independently of the actions (policy/env.py), so every method faces exactly the same
 episodes. Methods come from the registry in policy/methods.py; one that cannot run a setting
-(`MethodNotApplicable`, e.g. the oracle on a large instance) is skipped and listed in
-``skipped.json`` and on the console, never silently dropped.
+(`MethodNotApplicable`, e.g. p2-optimal on a large instance) is skipped and listed in
+``skipped.json`` and on the console, never silently dropped. Two entries are references, not
+policies: ``lower-bound`` (policy/bounds.py, a proven floor on any policy's mean completion) and
+``best-known`` (policy/baselines.py, the best completion-time planner the project computes); the
+console table gives every method's ratio to both where they ran on the same setting.
 
 Outputs in OUT/:
 
 - ``slots.csv``: one row per method, setting, seed and slot: ``completion_s`` (mean per-task delay
-  of eq 17 over that slot's tasks; empty if there were none), ``tasks``, the delay parts
-  ``local_s, tx_s, rsu_s, sv_s`` (means over tasks), ``backlog_flops`` (all queues after the
-  slot) and its parts ``q_loc_flops, q_rsu_flops, q_sv_flops``, ``lyapunov, drift, penalty, p2,
-  reward`` (eqs 29-33, 57) and ``decide_s`` (the method's decision time per environment-slot).
+  of eq 17 over that slot's tasks, plus the decision time with ``charge_decision``; empty if there
+  were none), ``tasks``, the delay parts ``local_s, tx_s, rsu_s, sv_s`` (means over tasks),
+  ``backlog_flops`` (all queues after the slot) and its parts ``q_loc_flops, q_rsu_flops,
+  q_sv_flops``, ``lyapunov, drift, penalty, p2, reward`` (eqs 29-33, 57) and ``decide_s`` (the
+  method's decision time per environment-slot). A bound's rows carry only its per-slot floor.
   Rows are appended after each (method, setting), so an interrupted sweep keeps what it finished.
-- ``summary.json``: a list of ``{"method", "cvs", "svs", "v", "seeds", "mean_completion_s",
-  "ci95_s", "mean_backlog_flops", "max_backlog_flops"}``. ``mean_completion_s`` is the mean over
-  seeds of each seed's mean per-task delay, ``ci95_s`` the half-width of its Student-t 95%
-  interval over seeds (null for one seed); backlogs are over every slot and seed.
+- ``summary.json``: one record per (method, setting) with the fields of ``SUMMARY_FIELDS``:
+  ``mean_completion_s`` is the mean over seeds of each seed's mean per-task delay, ``ci95_s`` the
+  half-width of its Student-t 95% interval over seeds (null for one seed); ``p95_completion_s``
+  the mean over seeds of each seed's 95th percentile over tasks; backlogs (FLOPs) are over every
+  slot and seed; ``backlog_slope_flops_per_slot`` the mean over seeds of the least-squares slope
+  of the total backlog over the second half of the slots, with its 95% CI; ``queues_grow`` the
+  mark of `queues_grow`; ``decide_s`` the median decision time per environment-slot; ``search``
+  how a reference searched (best-known: exhaustive or ga(budget); lower-bound: exact or grouped).
 - ``skipped.json``, ``config.json`` (the resolved base scenario and the sweep), and PNG plots:
   ``completion_vs_cvs.png``, ``completion_vs_svs.png``, ``completion_vs_v.png`` (the other two
-  parameters held at 5 / 5 / V = 10 when swept, else at the middle value) and
-  ``backlog_over_slots.png`` (mean backlog per slot at that base setting).
+  parameters held at 5 / 5 / V = 10 when swept, else at the middle value),
+  ``completion_vs_decision.png`` (every method at that base setting against its measured decision
+  time, the lower bound as a line) and ``backlog_over_slots.png`` (mean backlog per slot there).
 """
 
 from __future__ import annotations
@@ -75,10 +84,18 @@ SUMMARY_FIELDS = (
     "svs",
     "v",
     "seeds",
+    "slots",
     "mean_completion_s",
     "ci95_s",
+    "p95_completion_s",
     "mean_backlog_flops",
     "max_backlog_flops",
+    "backlog_slope_flops_per_slot",
+    "slope_ci95_flops_per_slot",
+    "queues_grow",
+    "decide_s",
+    "charge_decision",
+    "search",
 )
 
 
@@ -111,7 +128,7 @@ def base_setting(cvs: Sequence[int], svs: Sequence[int], vs: Sequence[float]) ->
 
 @dataclass
 class Episodes:
-    """Per-slot results of one method on one setting: arrays (seeds, T)."""
+    """Per-slot results of one method on one setting: arrays (seeds, T), per task (seeds, T, N)."""
 
     completion_sum_s: np.ndarray
     tasks: np.ndarray
@@ -119,10 +136,23 @@ class Episodes:
     backlog: dict[str, np.ndarray]
     lyapunov: dict[str, np.ndarray]
     decide_s: np.ndarray
+    job_completion_s: np.ndarray | None = None  # (seeds, T, N) every CV's delay (all its m tasks)
+    job_tasks: np.ndarray | None = None  # (seeds, T, N) m
+    is_bound: bool = False  # a reference floor, not a policy: no queues, no per-task delays
 
 
-def run_episodes(scenario: Scenario, method: Method, n_seeds: int, seed: int) -> Episodes:
-    """One episode per seed, all seeds batched in one VecEnv."""
+def run_episodes(
+    scenario: Scenario, method: Method, n_seeds: int, seed: int, *, charge_decision: bool = False
+) -> Episodes:
+    """One episode per seed, all seeds batched in one VecEnv.
+
+    ``decide_s`` is the wall time of the method's decision per environment and slot: one call for
+    all seeds divided by the seeds, or with ``charge_decision`` one call per environment (the
+    method sees that environment alone, as a deployed decider would) timed on its own. With
+    ``charge_decision`` each task's completion is eq 17 plus the decision time of its slot and
+    environment (the decision delays every task it decides; queues evolve as without it). A
+    bound (`policy.bounds`) records its per-slot floor F_t as the slot's completion sum.
+    """
     env = VecEnv(scenario, n_envs=n_seeds, seed=seed)
     method.reset(env, seed)
     obs, state, mask = env.reset()
@@ -134,47 +164,135 @@ def run_episodes(scenario: Scenario, method: Method, n_seeds: int, seed: int) ->
     backlog = {k: np.zeros(shape) for k in ("q_loc_flops", "q_rsu_flops", "q_sv_flops")}
     lyap = {k: np.zeros(shape) for k in ("lyapunov", "drift", "penalty", "p2")}
     decide = np.zeros(shape)
+    jobs = np.zeros((*shape, scenario.n_cvs))
+    job_m = np.zeros((*shape, scenario.n_cvs))
+    bound = bool(getattr(method, "is_bound", False))
     for t in range(t_slots):
-        start = time.perf_counter()
-        actions = method.act(obs, state, mask, env.view())
-        decide[:, t] = (time.perf_counter() - start) / n_seeds
+        view = env.view()
+        if charge_decision:
+            actions = np.empty((n_seeds, scenario.n_cvs), dtype=np.int64)
+            for e in range(n_seeds):
+                one, sl = view.select(e), slice(e, e + 1)
+                start = time.perf_counter()
+                actions[e] = method.act(obs[sl], state[sl], mask[sl], one)[0]
+                decide[e, t] = time.perf_counter() - start
+        else:
+            start = time.perf_counter()
+            actions = method.act(obs, state, mask, view)
+            decide[:, t] = (time.perf_counter() - start) / n_seeds
+        floor = method.slot_floor(view) if bound else None
         obs, state, mask, _, _, info = env.step(actions)
         m = info["tasks"]
         tasks[:, t] = m.sum(axis=-1)
         comp[:, t] = (info["completion_s"] * m).sum(axis=-1)
+        if floor is not None:
+            comp[:, t] = floor
+        if charge_decision:
+            comp[:, t] = comp[:, t] + decide[:, t] * tasks[:, t]
+        jobs[:, t] = info["completion_s"] + (decide[:, t, None] if charge_decision else 0.0)
+        job_m[:, t] = m
         for k in parts:
             parts[k][:, t] = (info[k] * m).sum(axis=-1)
         for k in backlog:
             backlog[k][:, t] = info[k].sum(axis=-1)
         for k in lyap:
             lyap[k][:, t] = info[k]
-    return Episodes(comp, tasks, parts, backlog, lyap, decide)
+    if bound:  # the env was stepped all-local only to advance it: nothing of it describes the bound
+        for table in (parts, backlog, lyap):
+            for k in table:
+                table[k][:] = np.nan
+    return Episodes(comp, tasks, parts, backlog, lyap, decide, jobs, job_m, bound)
 
 
 def total_backlog(ep: Episodes) -> np.ndarray:
     return sum(ep.backlog.values())  # type: ignore[return-value]
 
 
+def _ci95(values: np.ndarray) -> float | None:
+    n = len(values)
+    if n < 2:
+        return None
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+
+
+def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    """The q-quantile of ``values`` repeated ``weights`` times (the lower one at a tie)."""
+    keep = weights > 0
+    v, w = values[keep], weights[keep]
+    if not len(v):
+        return math.nan
+    order = np.argsort(v, kind="stable")
+    cum = np.cumsum(w[order])
+    return float(v[order][np.searchsorted(cum, q * cum[-1], side="left")])
+
+
+def backlog_slope(back: np.ndarray) -> np.ndarray:
+    """(seeds,) least-squares slope of the total backlog over the second half of the slots, FLOPs/slot."""
+    t_slots = back.shape[1]
+    half = back[:, t_slots // 2 :]
+    if half.shape[1] < 2:
+        return np.zeros(back.shape[0])
+    x = np.arange(half.shape[1], dtype=np.float64)
+    x -= x.mean()
+    return (half - half.mean(axis=1, keepdims=True)) @ x / (x @ x)
+
+
+#: queues "grow" when the second-half backlog slope is positive over seeds (95% CI above 0) and
+#: would add at least this fraction of the second half's mean backlog over the second half
+GROWTH_FRACTION = 0.25
+
+
+def queues_grow(back: np.ndarray) -> bool:
+    """The growth mark of a run (see GROWTH_FRACTION); backlog (seeds, T) in FLOPs."""
+    slope = backlog_slope(back)
+    t_half = back.shape[1] - back.shape[1] // 2
+    level = float(back[:, back.shape[1] // 2 :].mean())
+    ci = _ci95(slope)
+    lower = float(slope.mean()) - (ci or 0.0)
+    return lower > 0 and float(slope.mean()) * t_half > GROWTH_FRACTION * max(level, 1.0)
+
+
 def summarize(method: str, setting: Setting, ep: Episodes) -> dict[str, Any]:
+    """One summary record (module docstring); completion statistics are over tasks."""
     per_seed = ep.completion_sum_s.sum(axis=1) / np.maximum(ep.tasks.sum(axis=1), 1)
     n = len(per_seed)
-    ci = None
-    if n > 1:
-        from scipy.stats import t as student_t
-
-        ci = float(student_t.ppf(0.975, n - 1) * per_seed.std(ddof=1) / math.sqrt(n))
-    back = total_backlog(ep)
-    return {
+    out: dict[str, Any] = {
         "method": method,
         "cvs": setting.cvs,
         "svs": setting.svs,
         "v": setting.v,
         "seeds": n,
+        "slots": int(ep.tasks.shape[1]),
         "mean_completion_s": float(per_seed.mean()),
-        "ci95_s": ci,
-        "mean_backlog_flops": float(back.mean()),
-        "max_backlog_flops": float(back.max()),
+        "ci95_s": _ci95(per_seed),
+        "p95_completion_s": None,
+        "mean_backlog_flops": None,
+        "max_backlog_flops": None,
+        "backlog_slope_flops_per_slot": None,
+        "slope_ci95_flops_per_slot": None,
+        "queues_grow": None,
+        "decide_s": float(np.median(ep.decide_s)),
+        "charge_decision": False,
+        "search": None,
     }
+    if ep.is_bound:
+        out["decide_s"] = None  # not a decision: the floor is computed, not played
+        return out
+    if ep.job_completion_s is not None and ep.job_tasks is not None:
+        p95 = [weighted_quantile(ep.job_completion_s[e].ravel(), ep.job_tasks[e].ravel(), 0.95) for e in range(n)]
+        out["p95_completion_s"] = float(np.mean(p95))
+    back = total_backlog(ep)
+    slope = backlog_slope(back)
+    out.update(
+        mean_backlog_flops=float(back.mean()),
+        max_backlog_flops=float(back.max()),
+        backlog_slope_flops_per_slot=float(slope.mean()),
+        slope_ci95_flops_per_slot=_ci95(slope),
+        queues_grow=queues_grow(back),
+    )
+    return out
 
 
 def csv_rows(method: str, setting: Setting, seed: int, ep: Episodes) -> list[dict[str, Any]]:
@@ -206,6 +324,7 @@ def csv_rows(method: str, setting: Setting, seed: int, ep: Episodes) -> list[dic
                     "decide_s": float(ep.decide_s[e, t]),
                 }
             )
+            rows[-1] = {k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in rows[-1].items()}
     return rows
 
 
@@ -218,6 +337,8 @@ def sweep(
     out_dir: Path,
     method_options: dict[str, dict[str, str]] | None = None,
     progress: Callable[[int, str], None] | None = None,
+    charge_decision: bool = False,
+    variants: dict[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, Setting], np.ndarray]]:
     """Run every method on every setting; write slots.csv / summary.json / skipped.json as it goes.
 
@@ -235,9 +356,9 @@ def sweep(
         scenario = base.replace(n_cvs=setting.cvs, n_svs=setting.svs, v=setting.v)
         for name in methods:
             label = f"{name} cvs={setting.cvs} svs={setting.svs} V={setting.v:g}"
-            method = make_method(name, options.get(name))
+            method = make_method((variants or {}).get(name, name), options.get(name))
             try:
-                ep = run_episodes(scenario, method, n_seeds, seed)
+                ep = run_episodes(scenario, method, n_seeds, seed, charge_decision=charge_decision)
             except MethodNotApplicable as exc:
                 log.warning("skipped %s: %s", label, exc)
                 skipped.append({"method": name, **setting.__dict__, "reason": str(exc)})
@@ -247,8 +368,15 @@ def sweep(
                 continue
             with csv_path.open("a", newline="") as handle:
                 csv.DictWriter(handle, fieldnames=CSV_FIELDS).writerows(csv_rows(name, setting, seed, ep))
-            summary.append(summarize(name, setting, ep))
-            backlog_curves[(name, setting)] = total_backlog(ep).mean(axis=0)
+            record = summarize(name, setting, ep)
+            record["charge_decision"] = charge_decision
+            if name == "lower-bound":
+                record["search"] = "exact" if getattr(method, "exact", False) else "grouped relaxation"
+            elif hasattr(method, "search"):
+                record["search"] = method.search
+            summary.append(record)
+            if not ep.is_bound:
+                backlog_curves[(name, setting)] = total_backlog(ep).mean(axis=0)
             (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
             if progress:
                 progress(scenario.slots, label)
@@ -265,7 +393,7 @@ def plot(
     out_dir: Path,
     slot_s: float,
 ) -> list[Path]:
-    """The four PNGs (see the module docstring); returns their paths."""
+    """The five PNGs (see the module docstring); returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -305,6 +433,38 @@ def plot(
         plt.close(fig)
         written.append(path)
 
+    def finish(fig: Any, ax: Any, name: str, legend_size: int) -> None:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_size)
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        written.append(out_dir / name)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    at_base = [
+        r
+        for r in summary
+        if (r["cvs"], r["svs"], r["v"]) == (base.cvs, base.svs, base.v) and r["method"] != "lower-bound"
+    ]
+    for r in at_base:
+        ax.errorbar(
+            max(r["decide_s"], 1e-6),
+            r["mean_completion_s"],
+            yerr=r["ci95_s"] or 0.0,
+            marker="o",
+            capsize=3,
+            label=r["method"],
+        )
+    floor = _reference(summary, "lower-bound", at_base[0]) if at_base else None
+    if floor:
+        ax.axhline(floor, color="k", linestyle="--", linewidth=1, label="lower bound")
+    ax.set_xscale("log")
+    ax.set_xlabel("decision time per slot and environment (s, measured)")
+    ax.set_ylabel("mean task completion time (s)")
+    ax.set_title(f"cvs = {base.cvs}, svs = {base.svs}, V = {base.v:g}; 95% CI over seeds")
+    finish(fig, ax, "completion_vs_decision.png", 7)
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in methods:
         curve = backlog_curves.get((method, base))
@@ -314,31 +474,65 @@ def plot(
     ax.set_ylabel("total queue backlog (GFLOP)")
     ax.set_title(f"cvs = {base.cvs}, svs = {base.svs}, V = {base.v:g}; mean over seeds")
     ax.set_yscale("symlog", linthresh=1.0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    path = out_dir / "backlog_over_slots.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    finish(fig, ax, "backlog_over_slots.png", 8)
     return written
 
 
+def _reference(summary: list[dict[str, Any]], name: str, r: dict[str, Any]) -> float | None:
+    for ref in summary:
+        if ref["method"] == name and all(ref[k] == r[k] for k in ("cvs", "svs", "v", "slots")):
+            return ref["mean_completion_s"]
+    return None
+
+
 def format_summary(summary: list[dict[str, Any]]) -> str:
-    rows = [("method", "cvs", "svs", "V", "seeds", "completion s", "±95%", "mean backlog GFLOP", "max GFLOP")]
+    """The console table: completion (mean, 95% CI, p95), backlog (mean, second-half slope, a
+    "grows" mark), decision time, and the ratios to best-known and to the lower bound where those
+    references ran on the same setting."""
+    rows = [
+        (
+            "method",
+            "cvs",
+            "svs",
+            "V",
+            "T",
+            "seeds",
+            "completion s",
+            "±95%",
+            "p95 s",
+            "x best-known",
+            "x bound",
+            "backlog GFLOP",
+            "slope GFLOP/slot",
+            "queues",
+            "decide ms",
+        )
+    ]
     for r in summary:
         ci = "" if r["ci95_s"] is None else f"{r['ci95_s']:.3f}"
+        best, floor = _reference(summary, "best-known", r), _reference(summary, "lower-bound", r)
+        mean = r["mean_completion_s"]
+
+        def opt(key: str, fmt: str, scale: float = 1.0, r: dict[str, Any] = r) -> str:
+            return "" if r.get(key) is None else format(r[key] / scale, fmt)
+
         rows.append(
             (
                 r["method"],
                 str(r["cvs"]),
                 str(r["svs"]),
                 f"{r['v']:g}",
+                str(r.get("slots", "")),
                 str(r["seeds"]),
-                f"{r['mean_completion_s']:.3f}",
+                f"{mean:.3f}",
                 ci,
-                f"{r['mean_backlog_flops'] / 1e9:.1f}",
-                f"{r['max_backlog_flops'] / 1e9:.1f}",
+                opt("p95_completion_s", ".3f"),
+                "" if not best else f"{mean / best:.2f}",
+                "" if not floor else f"{mean / floor:.2f}",
+                opt("mean_backlog_flops", ".1f", 1e9),
+                opt("backlog_slope_flops_per_slot", "+.3f", 1e9),
+                "" if r.get("queues_grow") is None else ("GROW" if r["queues_grow"] else "bounded"),
+                opt("decide_s", ".2f", 1e-3),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -38,7 +38,7 @@ class Method(Protocol):
 
 
 class MethodNotApplicable(SplitrtError):
-    """A method cannot run this scenario (e.g. the oracle's joint action space is too large)."""
+    """A method cannot run this scenario (e.g. p2-optimal's joint action space is too large)."""
 
 
 #: name -> "module:factory". Learned methods register here too (e.g. "mad2rl").
@@ -49,10 +49,17 @@ METHODS: dict[str, str] = {
     "greedy": "policy.baselines:Greedy",
     "ga": "policy.baselines:Genetic",
     "neurosurgeon": "policy.baselines:Neurosurgeon",
-    "oracle": "policy.baselines:Oracle",
+    "p2-optimal": "policy.baselines:P2Optimal",
+    "best-known": "policy.baselines:BestKnown",
+    "lower-bound": "policy.bounds:LowerBound",
     "mad2rl": "policy.learned:mad2rl",
     "pqmix": "policy.learned:pqmix",
 }
+
+
+#: old name -> new name, refused with the reason
+RENAMED = {"oracle": "p2-optimal"}
+RENAMED_WHY = {"oracle": "it minimises P2(t) each slot, which is not an optimum of completion time"}
 
 
 def _coerce(factory: Any, name: str, key: str, text: str) -> Any:
@@ -79,6 +86,8 @@ def _coerce(factory: Any, name: str, key: str, text: str) -> Any:
 
 def make_method(name: str, options: dict[str, str] | None = None) -> Method:
     """Build a registered method; ``options`` are string values from the CLI."""
+    if name in RENAMED:
+        raise SplitrtError(f"method {name!r} is now called {RENAMED[name]!r} ({RENAMED_WHY[name]})")
     if name not in METHODS:
         raise SplitrtError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
     module, attr = METHODS[name].split(":")
@@ -88,7 +97,7 @@ def make_method(name: str, options: dict[str, str] | None = None) -> Method:
 
 
 def parse_method_options(pairs: list[str]) -> dict[str, dict[str, str]]:
-    """``["ga.population=80", "oracle.max_joint=1e6"]`` -> {"ga": {"population": "80"}, ...}."""
+    """``["ga.population=80", "p2-optimal.max_joint=1e6"]`` -> {"ga": {"population": "80"}, ...}."""
     out: dict[str, dict[str, str]] = {}
     for pair in pairs:
         head, sep, value = pair.partition("=")
@@ -96,4 +105,29 @@ def parse_method_options(pairs: list[str]) -> dict[str, dict[str, str]]:
         if not (sep and dot and name and key):
             raise SplitrtError(f"--method-opt {pair!r} must look like METHOD.KEY=VALUE")
         out.setdefault(name.strip(), {})[key.strip()] = value.strip()
+    return out
+
+
+def parse_variants(pairs: list[str]) -> dict[str, tuple[str, dict[str, str]]]:
+    """``["ga-250=ga:budget=250;seed=1"]`` -> {"ga-250": ("ga", {"budget": "250", "seed": "1"})}: a
+    registered method under a label of its own, with its options (``--variant``)."""
+    out: dict[str, tuple[str, dict[str, str]]] = {}
+    for pair in pairs:
+        label, sep, rest = pair.partition("=")
+        name, _, opts = rest.partition(":")
+        label, name = label.strip(), name.strip()
+        if not (sep and label and name):
+            raise SplitrtError(f"--variant {pair!r} must look like LABEL=METHOD[:KEY=VALUE[;KEY=VALUE]]")
+        if label in METHODS or label in out:
+            raise SplitrtError(f"--variant {pair!r}: the label {label!r} is already a method or another variant")
+        if name not in METHODS:
+            raise SplitrtError(f"--variant {pair!r}: unknown method {name!r}; known: {', '.join(METHODS)}")
+        options: dict[str, str] = {}
+        for item in filter(None, (x.strip() for x in opts.split(";"))):
+            key, eq, value = item.partition("=")
+            if not (eq and key.strip()):
+                raise SplitrtError(f"--variant {pair!r}: option {item!r} must look like KEY=VALUE")
+            options[key.strip()] = value.strip()
+        make_method(name, options)  # refuses unknown keys and bad values now
+        out[label] = (name, options)
     return out

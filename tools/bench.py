@@ -27,7 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "split_overhead": "tools.benchmarks.segments:split_overhead",
     "simulator": "tools.benchmarks.simulator:simulator",
     "ga": "tools.benchmarks.simulator:ga",
-    "oracle": "tools.benchmarks.simulator:oracle",
+    "p2_optimal": "tools.benchmarks.simulator:p2_optimal",
     "decision": "tools.benchmarks.decision:decision",
     "link": "tools.benchmarks.runtime:link",
     "runtime_overhead": "tools.benchmarks.runtime:runtime_overhead",

@@ -1,4 +1,4 @@
-"""Baselines on tiny instances, the method registry, and the oracle as the per-slot lower bound."""
+"""Baselines on tiny instances, the method registry, and p2-optimal as the per-slot minimum of P2."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from edge_runtime.decision import greedy_choice
 from edge_runtime.errors import SplitrtError
 from policy import config
-from policy.baselines import Genetic, Oracle
+from policy.baselines import Genetic, P2Optimal
 from policy.env import VecEnv
 from policy.methods import METHODS, MethodNotApplicable, make_method, parse_method_options
 
@@ -89,19 +89,19 @@ def test_neurosurgeon_is_latency_optimal_when_alone():
 def test_ga_finds_the_optimum_of_a_small_space():
     sc = config.paper(n_cvs=1, n_svs=1, slots=4)
     env = VecEnv(sc, n_envs=2, seed=3)
-    ga, oracle = Genetic(population=20, generations=15), Oracle()
+    ga, exhaustive = Genetic(population=20, generations=15), P2Optimal()
     ga.reset(env, 0)
-    oracle.reset(env, 0)
+    exhaustive.reset(env, 0)
     obs, state, mask = env.reset()
     for _ in range(4):
         view = env.view()
-        a_ga, a_or = ga.act(obs, state, mask, view), oracle.act(obs, state, mask, view)
+        a_ga, a_or = ga.act(obs, state, mask, view), exhaustive.act(obs, state, mask, view)
         np.testing.assert_allclose(view.evaluate(a_ga).p2, view.evaluate(a_or).p2, rtol=1e-12)
         obs, state, mask, *_ = env.step(a_ga)
 
 
 @pytest.mark.parametrize("scenario", [TINY, config.paper(n_cvs=3, n_svs=1, slots=4, v=150.0)])
-def test_oracle_is_never_worse_than_any_baseline_on_the_same_slot(scenario):
+def test_p2_optimal_is_never_worse_than_any_baseline_on_the_same_slot(scenario):
     env = VecEnv(scenario, n_envs=2, seed=5)
     methods = {name: make_method(name) for name in BASELINES}
     for m in methods.values():
@@ -112,35 +112,35 @@ def test_oracle_is_never_worse_than_any_baseline_on_the_same_slot(scenario):
         view = env.view()
         p2 = {name: view.evaluate(m.act(obs, state, mask, view)).p2 for name, m in methods.items()}
         for name, value in p2.items():
-            assert np.all(p2["oracle"] <= value + 1e-9 * np.abs(value)), name
+            assert np.all(p2["p2-optimal"] <= value + 1e-9 * np.abs(value)), name
         # and below every joint action we can think of: a few hundred random ones
         from policy.baselines import sample_valid
 
         cands = sample_valid(rng, mask, (300,))
-        assert np.all(p2["oracle"] <= view.evaluate(cands).p2.min(axis=0) + 1e-9)
+        assert np.all(p2["p2-optimal"] <= view.evaluate(cands).p2.min(axis=0) + 1e-9)
         obs, state, mask, *_ = env.step(methods["random"].act(obs, state, mask, view))
 
 
-def test_oracle_refuses_large_instances():
+def test_p2_optimal_refuses_large_instances():
     env = VecEnv(config.paper(), n_envs=1, seed=0)
     with pytest.raises(MethodNotApplicable, match="joint actions per slot, over max_joint"):
-        make_method("oracle").reset(env, 0)
-    assert Oracle.worst_case(env) == 73 * 73 * 133 * 73 * 73  # (L_k J + 1) per CV: 12*6+1, 22*6+1
+        make_method("p2-optimal").reset(env, 0)
+    assert P2Optimal.worst_case(env) == 73 * 73 * 133 * 73 * 73  # (L_k J + 1) per CV: 12*6+1, 22*6+1
 
 
 def test_registry_and_options():
     ga = make_method("ga", {"population": "8", "generations": "3"})
     assert (ga.population, ga.generations) == (8, 3)
-    assert make_method("oracle", {"max_joint": "1e6"}).max_joint == 1_000_000
+    assert make_method("p2-optimal", {"max_joint": "1e6"}).max_joint == 1_000_000
     with pytest.raises(SplitrtError, match="unknown method 'mad3rl'"):
         make_method("mad3rl")
     with pytest.raises(SplitrtError, match="ga has no option 'pop'"):
         make_method("ga", {"pop": "3"})
     with pytest.raises(SplitrtError, match="not a valid int"):
         make_method("ga", {"population": "many"})
-    assert parse_method_options(["ga.population=80", "oracle.max_joint=10"]) == {
+    assert parse_method_options(["ga.population=80", "p2-optimal.max_joint=10"]) == {
         "ga": {"population": "80"},
-        "oracle": {"max_joint": "10"},
+        "p2-optimal": {"max_joint": "10"},
     }
     with pytest.raises(SplitrtError, match="METHOD.KEY=VALUE"):
         parse_method_options(["population=80"])

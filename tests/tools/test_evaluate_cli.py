@@ -50,13 +50,40 @@ def test_evaluate_bad_flags_give_one_line_errors(tmp_path):
     assert_one_line_error(
         splitrt("evaluate", "--methods", "local", "--method-opt", "ga.population=3", "--out", out), "not in --methods"
     )
+    assert_one_line_error(splitrt("evaluate", "--methods", "oracle", "--out", out), "now called 'p2-optimal'")
+    assert_one_line_error(splitrt("evaluate", "--variant", "g=ga:pop=3", "--out", out), "ga has no option 'pop'")
+    assert_one_line_error(splitrt("evaluate", "--variant", "ga=ga:budget=9", "--out", out), "already a method")
+    assert_one_line_error(splitrt("evaluate", "--variant", "g=magic", "--out", out), "unknown method 'magic'")
+    assert_one_line_error(splitrt("evaluate", "--slots", "0", "--out", out), "--slots must be >= 1")
     r = splitrt("evaluate", "--preset", "calibrated", "--show-scenario")
     assert r.returncode == 0 and "vehicle_profile_dir" in r.stdout
 
 
+def test_references_variants_and_long_horizon_columns(tmp_path):
+    """lower-bound and best-known beside variants of the GA; the table gives the ratios to both."""
+    out = tmp_path / "ref"
+    r = splitrt(
+        "evaluate", "--methods", "lower-bound,best-known,ga-20,local", "--variant", "ga-20=ga:budget=20",
+        "--cvs", "2", "--svs", "1", "--seeds", "2", "--slots", "12", "--charge-decision", "--out", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = {s["method"]: s for s in json.loads((out / "summary.json").read_text())}
+    assert set(summary) == {"lower-bound", "best-known", "ga-20", "local"}
+    assert summary["lower-bound"]["search"] == "exact" and summary["best-known"]["search"] == "exhaustive"
+    assert all(s["slots"] == 12 and s["charge_decision"] for s in summary.values())
+    for name in ("best-known", "ga-20", "local"):
+        assert summary["lower-bound"]["mean_completion_s"] <= summary[name]["mean_completion_s"]
+        assert summary[name]["p95_completion_s"] >= 0 and summary[name]["queues_grow"] in (True, False)
+    assert json.loads((out / "config.json").read_text())["variants"] == {
+        "ga-20": {"method": "ga", "options": {"budget": "20"}}
+    }
+    assert "x best-known" in r.stdout and "x bound" in r.stdout
+    assert (out / "completion_vs_decision.png").is_file()
+
+
 def test_simulator_benchmarks_quick(tmp_path):
     out = tmp_path / "bench.json"
-    r = splitrt("bench", "--only", "simulator,ga,oracle", "--quick", "--out", str(out), "--work", str(tmp_path))
+    r = splitrt("bench", "--only", "simulator,ga,p2_optimal", "--quick", "--out", str(out), "--work", str(tmp_path))
     assert r.returncode == 0, r.stderr
     records = json.loads(out.read_text())
     figures = {(x["benchmark"], x["figure"]) for x in records}
@@ -64,7 +91,7 @@ def test_simulator_benchmarks_quick(tmp_path):
         ("simulator", "vehicle_slots_per_s"),
         ("simulator", "vehicle_slots_per_cpu_s"),
         ("ga", "s_per_slot"),
-        ("oracle", "s_per_slot"),
+        ("p2_optimal", "s_per_slot"),
     }
     assert all(x["value"] > 0 for x in records)
     assert all({"cvs", "svs"} <= set(x["params"]) for x in records)

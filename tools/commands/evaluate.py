@@ -3,7 +3,7 @@
 Runs every method over every setting (#CVs x #SVs x V) for --seeds episodes each and writes
 OUT/slots.csv (per slot), OUT/summary.json (mean completion time with 95% CI, queue backlogs),
 OUT/skipped.json, OUT/config.json and PNG plots. Methods: local, offload, random, greedy, ga,
-neurosurgeon, oracle (and any registered in policy/methods.py). The scenario is a preset
+neurosurgeon, p2-optimal, best-known, lower-bound (and any registered in policy/methods.py). The scenario is a preset
 (--preset paper|calibrated) with --set KEY=VALUE overrides (--show-scenario lists them).
 """
 
@@ -36,7 +36,7 @@ def _floats(text: str) -> list[float]:
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--methods",
-        default="local,offload,random,greedy,ga,neurosurgeon,oracle",
+        default="local,offload,random,greedy,ga,neurosurgeon,p2-optimal",
         help="comma-separated methods (default: every baseline)",
     )
     p.add_argument(
@@ -67,6 +67,20 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method-opt", action="append", default=[], metavar="METHOD.KEY=VALUE", help="e.g. ga.population=80"
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=METHOD[:KEY=VALUE[;KEY=VALUE]]",
+        help="a method under another name with its own options, usable in --methods, e.g. ga-250=ga:budget=250",
+    )
+    p.add_argument("--slots", type=int, default=None, metavar="T", help="episode length in slots (= --set slots=T)")
+    p.add_argument(
+        "--charge-decision",
+        action="store_true",
+        help="decide per environment and add each decision's measured time to the completion of the tasks it decided "
+        "(off by default: the paper's eq 17 charges no decision time)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/evaluate"), metavar="DIR", help="output directory")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--show-scenario", action="store_true", help="print the resolved scenario settings and exit")
@@ -85,6 +99,10 @@ def main(args: argparse.Namespace) -> int:
     from tools.paths import output_dir
 
     overrides = config.parse_overrides(args.set)
+    if args.slots is not None:
+        if args.slots < 1:
+            raise SplitrtError(f"--slots must be >= 1, got {args.slots}")
+        overrides["slots"] = args.slots
     if bool(args.vehicle_profiles) != bool(args.rsu_profiles):
         raise SplitrtError("--vehicle-profiles and --rsu-profiles go together")
     if args.vehicle_profiles:
@@ -99,15 +117,20 @@ def main(args: argparse.Namespace) -> int:
         print(config.describe(base))
         return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
+    from policy.methods import RENAMED, parse_variants
+
+    variants = parse_variants(args.variant)
+    unknown = [m for m in methods if m not in METHODS and m not in RENAMED and m not in variants]
     if unknown:
-        raise SplitrtError(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}")
+        raise SplitrtError(f"--methods: unknown {', '.join(unknown)}; known: {', '.join([*METHODS, *variants])}")
     options = parse_method_options(args.method_opt)
     stray = [m for m in options if m not in methods]
     if stray:
         raise SplitrtError(f"--method-opt names {', '.join(stray)}, which is not in --methods")
+    for label, (_, opts) in variants.items():
+        options[label] = {**opts, **options.get(label, {})}
     for name in methods:  # options are checked now, not after the first method has run
-        make_method(name, options.get(name))
+        make_method(variants.get(name, (name, {}))[0], options.get(name))
     if args.seeds < 1:
         raise SplitrtError(f"--seeds must be >= 1, got {args.seeds}")
     if min(args.cvs) < 1:
@@ -127,6 +150,8 @@ def main(args: argparse.Namespace) -> int:
                 "seeds": args.seeds,
                 "seed": args.seed,
                 "grid": args.grid,
+                "variants": {k: {"method": m, "options": o} for k, (m, o) in variants.items()},
+                "charge_decision": args.charge_decision,
             },
             indent=1,
         )
@@ -142,7 +167,16 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         summary, skipped, curves = sweep(
-            base, methods, settings, args.seeds, args.seed, args.out, method_options=options, progress=progress
+            base,
+            methods,
+            settings,
+            args.seeds,
+            args.seed,
+            args.out,
+            method_options=options,
+            progress=progress,
+            charge_decision=args.charge_decision,
+            variants={k: m for k, (m, _) in variants.items()},
         )
     finally:
         bar.close()

@@ -29,7 +29,9 @@ DEFAULT_METHODS = "mad2rl,greedy,local,offload"
 OTHER_LOAD_WARN = 25.0
 SIM_ONLY = {
     "ga": "a centralised per-slot planner (needs every CV's links and queues at once): simulator only",
-    "oracle": "a centralised exhaustive planner: simulator only",
+    "p2-optimal": "a centralised exhaustive planner: simulator only",
+    "best-known": "a centralised exhaustive/GA planner of the completion-time reference: simulator only",
+    "lower-bound": "a floor on completion time, not a policy: simulator only",
     "neurosurgeon": "needs every node's speed and the RSU's share on the vehicle: simulator only for now",
 }
 
