@@ -25,7 +25,7 @@ Outputs in OUT/:
   the mean over seeds of each seed's 95th percentile over tasks; backlogs (FLOPs) are over every
   slot and seed; ``backlog_slope_flops_per_slot`` the mean over seeds of the least-squares slope
   of the total backlog over the second half of the slots, with its 95% CI; ``queues_grow`` the
-  mark of `queues_grow`; ``decide_s`` the median decision time per environment-slot; ``search``
+  number of seeds whose queues grow (`growing_seeds`); ``decide_s`` the median decision time per environment-slot; ``search``
   how a reference searched (best-known: exhaustive or ga(budget); lower-bound: exact or grouped).
 - ``skipped.json``, ``config.json`` (the resolved base scenario and the sweep), and PNG plots:
   ``completion_vs_cvs.png``, ``completion_vs_svs.png``, ``completion_vs_v.png`` (the other two
@@ -239,19 +239,22 @@ def backlog_slope(back: np.ndarray) -> np.ndarray:
     return (half - half.mean(axis=1, keepdims=True)) @ x / (x @ x)
 
 
-#: queues "grow" when the second-half backlog slope is positive over seeds (95% CI above 0) and
-#: would add at least this fraction of the second half's mean backlog over the second half
+#: a seed's queues "grow" when the least-squares slope of its total backlog over the second half
+#: of the slots would add at least this fraction of that half's mean backlog (and 1 GFLOP) over it
 GROWTH_FRACTION = 0.25
 
 
-def queues_grow(back: np.ndarray) -> bool:
-    """The growth mark of a run (see GROWTH_FRACTION); backlog (seeds, T) in FLOPs."""
+def growing_seeds(back: np.ndarray) -> np.ndarray:
+    """(seeds,) bool: the growth mark per seed (see GROWTH_FRACTION); backlog (seeds, T) in FLOPs."""
     slope = backlog_slope(back)
     t_half = back.shape[1] - back.shape[1] // 2
-    level = float(back[:, back.shape[1] // 2 :].mean())
-    ci = _ci95(slope)
-    lower = float(slope.mean()) - (ci or 0.0)
-    return lower > 0 and float(slope.mean()) * t_half > GROWTH_FRACTION * max(level, 1.0)
+    level = back[:, back.shape[1] // 2 :].mean(axis=1)
+    return slope * t_half > GROWTH_FRACTION * np.maximum(level, 1e9)
+
+
+def queues_grow(back: np.ndarray) -> int:
+    """How many seeds' queues grow (`growing_seeds`)."""
+    return int(growing_seeds(back).sum())
 
 
 def summarize(method: str, setting: Setting, ep: Episodes) -> dict[str, Any]:
@@ -531,7 +534,9 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
                 "" if not floor else f"{mean / floor:.2f}",
                 opt("mean_backlog_flops", ".1f", 1e9),
                 opt("backlog_slope_flops_per_slot", "+.3f", 1e9),
-                "" if r.get("queues_grow") is None else ("GROW" if r["queues_grow"] else "bounded"),
+                ""
+                if r.get("queues_grow") is None
+                else (f"GROW {r['queues_grow']}/{r['seeds']}" if r["queues_grow"] else "bounded"),
                 opt("decide_s", ".2f", 1e-3),
             )
         )

@@ -152,10 +152,11 @@ def test_backlog_slope_growth_mark_and_p95():
     t = np.arange(100.0)
     ramp = np.stack([3e9 * t + 1e9 * k for k in range(4)])  # +3 GFLOP per slot
     np.testing.assert_allclose(backlog_slope(ramp), 3e9)
-    assert queues_grow(ramp)
+    assert queues_grow(ramp) == 4
     rng = np.random.default_rng(0)
     steady = 50e9 + rng.normal(0, 5e9, (4, 100))  # bounded: noise around a level
-    assert not queues_grow(steady)
+    assert queues_grow(steady) == 0
+    assert queues_grow(np.concatenate([ramp[:1], steady[:3]])) == 1  # one seed of four grows
     assert weighted_quantile(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1, 1, 1, 1]), 0.5) == 2.0
     assert weighted_quantile(np.array([5.0, 1.0]), np.array([19, 1]), 0.95) == 5.0
     assert weighted_quantile(np.array([5.0, 1.0]), np.array([0, 3]), 0.95) == 1.0  # weight 0: absent

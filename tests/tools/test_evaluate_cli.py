@@ -73,7 +73,7 @@ def test_references_variants_and_long_horizon_columns(tmp_path):
     assert all(s["slots"] == 12 and s["charge_decision"] for s in summary.values())
     for name in ("best-known", "ga-20", "local"):
         assert summary["lower-bound"]["mean_completion_s"] <= summary[name]["mean_completion_s"]
-        assert summary[name]["p95_completion_s"] >= 0 and summary[name]["queues_grow"] in (True, False)
+        assert summary[name]["p95_completion_s"] >= 0 and 0 <= summary[name]["queues_grow"] <= 2
     assert json.loads((out / "config.json").read_text())["variants"] == {
         "ga-20": {"method": "ga", "options": {"budget": "20"}}
     }
