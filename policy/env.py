@@ -24,7 +24,7 @@ INVALID_ACTION = ("raise", "local")
 
 @dataclass(frozen=True, eq=False)
 class SlotView:
-    """Read-only view of the current slot for methods that plan (baselines, the oracle).
+    """Read-only view of the current slot for methods that plan (baselines, p2-optimal, best-known).
 
     Learned policies use only (obs, state, mask); a planner may also read the links and device
     speeds of this slot and score candidate joint actions with `evaluate`, which never changes

@@ -29,7 +29,8 @@ Outputs in OUT/:
   how a reference searched (best-known: exhaustive or ga(budget); lower-bound: exact or grouped).
 - ``skipped.json``, ``config.json`` (the resolved base scenario and the sweep), and PNG plots:
   ``completion_vs_cvs.png``, ``completion_vs_svs.png``, ``completion_vs_v.png`` (the other two
-  parameters held at 5 / 5 / V = 10 when swept, else at the middle value),
+  parameters held at 5 / 5 / V = 10 when swept, else at the middle value), ``backlog_vs_v.png``
+  (the mean backlog of the same V sweep: the Lyapunov trade-off),
   ``completion_vs_decision.png`` (every method at that base setting against its measured decision
   time, the lower bound as a line) and ``backlog_over_slots.png`` (mean backlog per slot there).
 """
@@ -396,7 +397,7 @@ def plot(
     out_dir: Path,
     slot_s: float,
 ) -> list[Path]:
-    """The five PNGs (see the module docstring); returns their paths."""
+    """The six PNGs (see the module docstring); returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -409,32 +410,6 @@ def plot(
         ("svs", "number of service vehicles", lambda r: r["cvs"] == base.cvs and r["v"] == base.v, "cvs", "v"),
         ("v", "Lyapunov V", lambda r: r["cvs"] == base.cvs and r["svs"] == base.svs, "cvs", "svs"),
     )
-    for key, xlabel, keep, fixed_a, fixed_b in sweeps:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for method in methods:
-            rows = sorted((r for r in summary if r["method"] == method and keep(r)), key=lambda r: r[key])
-            if not rows:
-                continue
-            x = [r[key] for r in rows]
-            y = [r["mean_completion_s"] for r in rows]
-            err = [r["ci95_s"] or 0.0 for r in rows]
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=method)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("mean task completion time (s)")
-        ax.set_title(
-            f"{fixed_a} = {getattr(base, fixed_a):g}, {fixed_b} = {getattr(base, fixed_b):g}; 95% CI over seeds"
-        )
-        if key == "v":
-            ax.set_xscale("log")
-        xs = sorted({r[key] for r in summary if keep(r)})
-        ax.set_xticks(xs, [f"{x:g}" for x in xs])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        path = out_dir / f"completion_vs_{key}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
 
     def finish(fig: Any, ax: Any, name: str, legend_size: int) -> None:
         ax.grid(alpha=0.3)
@@ -443,6 +418,36 @@ def plot(
         fig.savefig(out_dir / name, dpi=110)
         plt.close(fig)
         written.append(out_dir / name)
+
+    panels = [
+        (*sweep, "mean_completion_s", "ci95_s", "mean task completion time (s)", "completion") for sweep in sweeps
+    ]
+    panels.append((*sweeps[2], "mean_backlog_flops", None, "mean total backlog (GFLOP; queue unit 1 GFLOP)", "backlog"))
+    for key, xlabel, keep, fixed_a, fixed_b, field, err_field, ylabel, stem in panels:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        scale = 1e9 if stem == "backlog" else 1.0
+        for method in methods:
+            rows = sorted(
+                (r for r in summary if r["method"] == method and keep(r) and r[field] is not None), key=lambda r: r[key]
+            )
+            if not rows:
+                continue
+            x = [r[key] for r in rows]
+            y = [r[field] / scale for r in rows]
+            err = [(r[err_field] or 0.0) if err_field else 0.0 for r in rows]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=method)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(
+            f"{fixed_a} = {getattr(base, fixed_a):g}, {fixed_b} = {getattr(base, fixed_b):g}; 95% CI over seeds"
+        )
+        if key == "v":
+            ax.set_xscale("log")
+        if stem == "backlog":
+            ax.set_yscale("symlog", linthresh=1.0)
+        xs = sorted({r[key] for r in summary if keep(r)})
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        finish(fig, ax, f"{stem}_vs_{key}.png", 8)
 
     fig, ax = plt.subplots(figsize=(6, 4))
     at_base = [

@@ -3,7 +3,7 @@
 `evaluate_slot` is the whole of eqs 3-17 (delays), 8/10/16 (queues), 43-52 (the RSU's KKT
 allocation, via edge_runtime.allocation.allocate_rsu) and 29-33 (Lyapunov terms), vectorised over
 environments and over any number of candidate joint actions: the env's step calls it once, and
-the GA and the oracle call it on thousands of candidates to score P2(t) without stepping.
+the GA, p2-optimal and best-known call it on thousands of candidates to score P2(t) without stepping.
 
 Shapes: E environments, N CVs (agents), S SVs, J = S + 1 nodes (node 0 = RSU), K DNN types,
 C = the largest cut count. Actions (..., E, N) encode (cut, node) as cut * J + node (eq 55); cut

@@ -94,6 +94,7 @@ def test_plots_are_pngs(result):
         "completion_vs_cvs.png",
         "completion_vs_svs.png",
         "completion_vs_v.png",
+        "backlog_vs_v.png",
         "completion_vs_decision.png",
         "backlog_over_slots.png",
     ]
