@@ -27,6 +27,7 @@ Outputs in OUT/:
   of the total backlog over the second half of the slots, with its 95% CI; ``queues_grow`` the
   number of seeds whose queues grow (`growing_seeds`); ``decide_s`` the median decision time per environment-slot; ``search``
   how a reference searched (best-known: exhaustive or ga(budget); lower-bound: exact or grouped).
+- ``summary.md``: the console table in Markdown (`format_summary`).
 - ``skipped.json``, ``config.json`` (the resolved base scenario and the sweep), and PNG plots:
   ``completion_vs_cvs.png``, ``completion_vs_svs.png``, ``completion_vs_v.png`` (the other two
   parameters held at 5 / 5 / V = 10 when swept, else at the middle value), ``backlog_vs_v.png``
@@ -493,10 +494,10 @@ def _reference(summary: list[dict[str, Any]], name: str, r: dict[str, Any]) -> f
     return None
 
 
-def format_summary(summary: list[dict[str, Any]]) -> str:
+def format_summary(summary: list[dict[str, Any]], markdown: bool = False) -> str:
     """The console table: completion (mean, 95% CI, p95), backlog (mean, second-half slope, a
     "grows" mark), decision time, and the ratios to best-known and to the lower bound where those
-    references ran on the same setting."""
+    references ran on the same setting. ``markdown``: the same table in Markdown (summary.md)."""
     rows = [
         (
             "method",
@@ -545,6 +546,9 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
                 opt("decide_s", ".2f", 1e-3),
             )
         )
+    if markdown:
+        lines = ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join([lines[0], "|" + "---|" * len(rows[0]), *lines[1:]]) + "\n"
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))

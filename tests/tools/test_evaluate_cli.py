@@ -78,6 +78,8 @@ def test_references_variants_and_long_horizon_columns(tmp_path):
         "ga-20": {"method": "ga", "options": {"budget": "20"}}
     }
     assert "x best-known" in r.stdout and "x bound" in r.stdout
+    table = (out / "summary.md").read_text().splitlines()
+    assert table[0].startswith("| method |") and len(table) == 2 + len(summary)
     assert (out / "completion_vs_decision.png").is_file()
 
 

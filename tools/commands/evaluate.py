@@ -181,6 +181,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     print(format_summary(summary))
+    (args.out / "summary.md").write_text(format_summary(summary, markdown=True))
     for s in skipped:
         print(f"skipped {s['method']} cvs={s['cvs']} svs={s['svs']} V={s['v']:g}: {s['reason']}")
     if not args.no_plots and summary:
