@@ -25,7 +25,8 @@ Outputs in OUT/:
   the mean over seeds of each seed's 95th percentile over tasks; backlogs (FLOPs) are over every
   slot and seed; ``backlog_slope_flops_per_slot`` the mean over seeds of the least-squares slope
   of the total backlog over the second half of the slots, with its 95% CI; ``queues_grow`` the
-  number of seeds whose queues grow (`growing_seeds`); ``decide_s`` the median decision time per environment-slot; ``search``
+  number of seeds whose queues grow (`growing_seeds`: last quarter's mean backlog above the
+  second quarter's by more than half, and by 5 GFLOP); ``decide_s`` the median decision time per environment-slot; ``search``
   how a reference searched (best-known: exhaustive or ga(budget); lower-bound: exact or grouped).
 - ``summary.md``: the console table in Markdown (`format_summary`).
 - ``skipped.json``, ``config.json`` (the resolved base scenario and the sweep), and PNG plots:
@@ -241,17 +242,19 @@ def backlog_slope(back: np.ndarray) -> np.ndarray:
     return (half - half.mean(axis=1, keepdims=True)) @ x / (x @ x)
 
 
-#: a seed's queues "grow" when the least-squares slope of its total backlog over the second half
-#: of the slots would add at least this fraction of that half's mean backlog (and 1 GFLOP) over it
-GROWTH_FRACTION = 0.25
+#: a seed's queues "grow" when the mean total backlog of the last quarter of the slots exceeds
+#: that of the second quarter by more than this fraction of the latter, and by GROWTH_MIN_FLOPS.
+#: (A regression slope over the second half flagged bounded runs: their backlog wanders by
+#: +-10 GFLOP around ~20 over 150 slots; linear growth from empty gives 4/3.)
+GROWTH_FRACTION = 0.5
+GROWTH_MIN_FLOPS = 5e9
 
 
 def growing_seeds(back: np.ndarray) -> np.ndarray:
     """(seeds,) bool: the growth mark per seed (see GROWTH_FRACTION); backlog (seeds, T) in FLOPs."""
-    slope = backlog_slope(back)
-    t_half = back.shape[1] - back.shape[1] // 2
-    level = back[:, back.shape[1] // 2 :].mean(axis=1)
-    return slope * t_half > GROWTH_FRACTION * np.maximum(level, 1e9)
+    quarters = np.array_split(np.asarray(back, dtype=np.float64), 4, axis=1)
+    second, last = quarters[1].mean(axis=1), quarters[3].mean(axis=1)
+    return last - second > np.maximum(GROWTH_FRACTION * second, GROWTH_MIN_FLOPS)
 
 
 def queues_grow(back: np.ndarray) -> int:

@@ -157,6 +157,8 @@ def test_backlog_slope_growth_mark_and_p95():
     rng = np.random.default_rng(0)
     steady = 50e9 + rng.normal(0, 5e9, (4, 100))  # bounded: noise around a level
     assert queues_grow(steady) == 0
+    wander = 20e9 + 10e9 * np.sin(np.arange(25, 325) / 8.0)[None]  # wandering +-10 GFLOP, bounded
+    assert queues_grow(wander) == 0 and backlog_slope(wander)[0] > 0  # though its slope is positive
     assert queues_grow(np.concatenate([ramp[:1], steady[:3]])) == 1  # one seed of four grows
     assert weighted_quantile(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1, 1, 1, 1]), 0.5) == 2.0
     assert weighted_quantile(np.array([5.0, 1.0]), np.array([19, 1]), 0.95) == 5.0
