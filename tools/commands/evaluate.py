@@ -36,8 +36,8 @@ def _floats(text: str) -> list[float]:
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--methods",
-        default="local,offload,random,greedy,ga,neurosurgeon,p2-optimal",
-        help="comma-separated methods (default: every baseline)",
+        default="lower-bound,best-known,p2-optimal,ga,neurosurgeon,greedy,random,local,offload",
+        help="comma-separated methods (default: the two references and every baseline)",
     )
     p.add_argument(
         "--cvs", type=_ints, default=None, metavar="N[,N...]", help="numbers of client vehicles (default: the preset's)"
