@@ -153,13 +153,31 @@ def test_backlog_slope_growth_mark_and_p95():
     t = np.arange(100.0)
     ramp = np.stack([3e9 * t + 1e9 * k for k in range(4)])  # +3 GFLOP per slot
     np.testing.assert_allclose(backlog_slope(ramp), 3e9)
-    assert queues_grow(ramp) == 4
+    work = 40e9  # FLOPs arriving per slot
+    assert queues_grow(ramp, work) == 4
     rng = np.random.default_rng(0)
     steady = 50e9 + rng.normal(0, 5e9, (4, 100))  # bounded: noise around a level
-    assert queues_grow(steady) == 0
+    assert queues_grow(steady, work) == 0
     wander = 20e9 + 10e9 * np.sin(np.arange(25, 325) / 8.0)[None]  # wandering +-10 GFLOP, bounded
-    assert queues_grow(wander) == 0 and backlog_slope(wander)[0] > 0  # though its slope is positive
-    assert queues_grow(np.concatenate([ramp[:1], steady[:3]])) == 1  # one seed of four grows
+    assert queues_grow(wander, work) == 0 and backlog_slope(wander)[0] > 0  # though its slope is positive
+    dip = np.repeat([[13.7e9, 8.8e9, 11.9e9, 15.3e9]], 75, axis=1)  # a low second quarter: +74%, 6.5 GFLOP
+    assert queues_grow(dip, work) == 0 and queues_grow(dip, 1e9) == 1  # small against a slot's work
+    assert queues_grow(np.concatenate([ramp[:1], steady[:3]]), work) == 1  # one seed of four grows
     assert weighted_quantile(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1, 1, 1, 1]), 0.5) == 2.0
     assert weighted_quantile(np.array([5.0, 1.0]), np.array([19, 1]), 0.95) == 5.0
     assert weighted_quantile(np.array([5.0, 1.0]), np.array([0, 3]), 0.95) == 1.0  # weight 0: absent
+
+
+def test_rescore_recomputes_the_backlog_statistics_from_the_csv(result):
+    from policy.evaluate import rescore
+
+    out, summary, _, _ = result
+    base = config.paper(slots=5, arrivals="bernoulli", arrival_rate_per_slot=0.8)  # the fixture's
+    (out / "config.json").write_text(json.dumps({"scenario": base.to_dict()}))  # as the CLI writes it
+    before = json.loads((out / "summary.json").read_text())
+    for r in before:
+        r["queues_grow"], r["mean_backlog_flops"] = -1, -1.0  # as an older definition might have left them
+    (out / "summary.json").write_text(json.dumps(before))
+    again = rescore(out)
+    assert again == summary  # every field back to what the run computed
+    assert (out / "summary.md").read_text().startswith("| method |")

@@ -55,6 +55,7 @@ def test_evaluate_bad_flags_give_one_line_errors(tmp_path):
     assert_one_line_error(splitrt("evaluate", "--variant", "ga=ga:budget=9", "--out", out), "already a method")
     assert_one_line_error(splitrt("evaluate", "--variant", "g=magic", "--out", out), "unknown method 'magic'")
     assert_one_line_error(splitrt("evaluate", "--slots", "0", "--out", out), "--slots must be >= 1")
+    assert_one_line_error(splitrt("evaluate", "--rescore", out), "no summary.json and slots.csv there")
     r = splitrt("evaluate", "--preset", "calibrated", "--show-scenario")
     assert r.returncode == 0 and "vehicle_profile_dir" in r.stdout
 

@@ -84,6 +84,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/evaluate"), metavar="DIR", help="output directory")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--show-scenario", action="store_true", help="print the resolved scenario settings and exit")
+    p.add_argument(
+        "--rescore",
+        type=Path,
+        metavar="DIR",
+        help="recompute the backlog statistics (means, slope, growth mark) of an earlier evaluation in DIR from its "
+        "slots.csv with this version's definitions, print its table and exit",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -98,6 +105,13 @@ def main(args: argparse.Namespace) -> int:
     from policy.methods import METHODS, make_method, parse_method_options
     from tools.paths import output_dir
 
+    if args.rescore:
+        from policy.evaluate import rescore
+
+        if not (args.rescore / "summary.json").is_file() or not (args.rescore / "slots.csv").is_file():
+            raise SplitrtError(f"--rescore {args.rescore}: no summary.json and slots.csv there")
+        print(format_summary(rescore(args.rescore)))
+        return 0
     overrides = config.parse_overrides(args.set)
     if args.slots is not None:
         if args.slots < 1:
