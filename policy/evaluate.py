@@ -516,6 +516,7 @@ def plot(
     if floor:
         ax.axhline(floor, color="k", linestyle="--", linewidth=1, label="lower bound")
     ax.set_xscale("log")
+    ax.set_yscale("log")  # methods whose queues grow sit orders of magnitude above the rest
     ax.set_xlabel("decision time per slot and environment (s, measured)")
     ax.set_ylabel("mean task completion time (s)")
     ax.set_title(f"cvs = {base.cvs}, svs = {base.svs}, V = {base.v:g}; 95% CI over seeds")
