@@ -11,50 +11,12 @@ baselines call the same pure functions below where the rule is the same.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from edge_runtime import observation as obs_layout
+from edge_runtime.decision_context import Decider, DecisionContext
 from edge_runtime.errors import SplitrtError
-
-
-@dataclass(frozen=True)
-class DecisionContext:
-    """Inputs of one decision. Arrays over nodes have length J (node 0 = RSU)."""
-
-    observation: np.ndarray  # (2J + 1,) eq (53), units in edge_runtime.observation
-    cut_bytes: np.ndarray  # (n_cuts,) eq (3); last entry 0
-    flops_before: np.ndarray  # (n_cuts,) FLOPs run locally at each cut
-    flops_after: np.ndarray  # (n_cuts,) FLOPs run remotely at each cut
-    node_ok: np.ndarray  # (J,) bool: node reachable (and an SV within the V2V radius, eq 25)
-    model: str = ""
-    slot: int = 0
-    rate_bps: np.ndarray | None = None  # (J,) current link rate estimate per node, bit/s
-
-    @property
-    def n_cuts(self) -> int:
-        return len(self.cut_bytes)
-
-    @property
-    def n_nodes(self) -> int:
-        return len(self.node_ok)
-
-    def node_queues_flops(self) -> np.ndarray:
-        """(J,) backlog seen at every node: the RSU's queue of this type, then each SV's."""
-        j = self.n_nodes
-        return np.concatenate([[self.observation[obs_layout.Q_RSU]], self.observation[obs_layout.sv_queue_slice(j)]])
-
-    def action_mask(self) -> np.ndarray:
-        return obs_layout.action_mask(self.n_cuts, self.node_ok)
-
-
-class Decider(Protocol):
-    """Anything that picks (cut, node) for one task."""
-
-    name: str
-
-    def decide(self, ctx: DecisionContext) -> tuple[int, int]: ...
 
 
 def greedy_choice(cut_bytes: np.ndarray, node_queues: np.ndarray, node_ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +97,7 @@ def make_decider(spec: str, n_cuts: int, n_nodes: int, seed: int = 0) -> Decider
     policy (edge_runtime.policy: MAD2RL or P-QMIX as ONNX). ``seed`` seeds random and policy noise."""
     text = spec.strip()
     if text.startswith("policy:"):
-        from edge_runtime.policy import OnDevicePolicy  # imports this module: kept lazy
+        from edge_runtime.policy import OnDevicePolicy  # loads ONNX Runtime: only when asked for
 
         policy = OnDevicePolicy(text[len("policy:") :], seed=seed)
         policy.check_nodes(n_nodes)

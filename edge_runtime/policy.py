@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime import observation as obs_layout
-from edge_runtime.decision import DecisionContext
+from edge_runtime.decision_context import DecisionContext
 from edge_runtime.errors import SplitrtError
 from edge_runtime.jsonfile import read_versioned
 from edge_runtime.manifest import sha256_file

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import SplitrtError
+from policy.profiles import DATA_DIR, reference_speed_flops_per_s
 
 ARRIVALS = ("paper", "bernoulli", "poisson")
 MOBILITY = ("highway", "sumo", "fcd")
@@ -176,7 +177,6 @@ class Scenario:
 
 
 # ---- presets ---------------------------------------------------------------------------------
-DATA_DIR = Path(__file__).resolve().parent / "data"
 SHIPPED_PROFILES = DATA_DIR / "profiles"
 
 #: The paper's compute figures, used to keep the calibrated preset in the paper's ratios.
@@ -204,8 +204,6 @@ def calibrated_scenario(
     speed, CVs at 4/30..6/30 and SVs at 6/30..8/30 of it, and the slot shrinks by the same factor;
     otherwise vehicles run at the vehicle profile's speed and the RSU at the RSU profile's.
     """
-    from policy.workloads import reference_speed_flops_per_s
-
     types = tuple(dict.fromkeys(overrides.get("models", Scenario().models)))
     f_veh = reference_speed_flops_per_s(vehicle_profile_dir, types, manifest_dir)
     f_rsu = reference_speed_flops_per_s(rsu_profile_dir, types, manifest_dir)

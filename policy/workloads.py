@@ -24,50 +24,15 @@ from the RSU's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.errors import SplitrtError
-from edge_runtime.manifest import MANIFEST_FILE, Manifest
+from edge_runtime.manifest import Manifest
 from edge_runtime.profile import Profile
 from edge_runtime.work import WorkTable
-from policy.config import DATA_DIR, Scenario
-
-SHIPPED_MANIFESTS = DATA_DIR / "manifests"
-
-
-def _find(directory: Path, model: str, inner: str, what: str) -> Path:
-    for path in (directory / f"{model}.json", directory / model / inner):
-        if path.is_file():
-            return path
-    raise SplitrtError(f"no {what} for {model!r} in {directory} (looked for {model}.json and {model}/{inner})")
-
-
-def load_manifest(model: str, manifest_dir: str | Path = "") -> Manifest:
-    """The manifest of ``model`` from ``manifest_dir`` ('' = the shipped ones)."""
-    directory = Path(manifest_dir) if manifest_dir else SHIPPED_MANIFESTS
-    return Manifest.load(_find(directory, model, MANIFEST_FILE, "manifest"))
-
-
-def load_profile(model: str, profile_dir: str | Path, manifest: Manifest) -> Profile:
-    """The profile of ``model`` in ``profile_dir``; refused if measured for another export."""
-    return Profile.load(_find(Path(profile_dir), model, "profile.json", "profile"), manifest)
-
-
-def reference_speed_flops_per_s(profile_dir: str | Path, models: Sequence[str], manifest_dir: str | Path = "") -> float:
-    """f_ref of a profiled device: total FLOPs of ``models`` over the sum of their segment medians."""
-    flops = 0.0
-    seconds = 0.0
-    for model in dict.fromkeys(models):
-        manifest = load_manifest(model, manifest_dir)
-        flops += manifest.total_flops
-        seconds += float(load_profile(model, profile_dir, manifest).segment_median_s.sum())
-    if seconds <= 0:
-        raise SplitrtError(f"profiles in {profile_dir} have no positive segment times")
-    return flops / seconds
+from policy.config import Scenario
+from policy.profiles import SHIPPED_MANIFESTS, load_manifest, load_profile, reference_speed_flops_per_s
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,3 +116,15 @@ def work_table(scenario: Scenario) -> WorkTable:
         else f"manifests: {scenario.manifest_dir or SHIPPED_MANIFESTS}"
     )
     return WorkTable(unit, source, models)
+
+
+#: also importable from here (they lived in this module before policy/profiles.py)
+__all__ = [
+    "SHIPPED_MANIFESTS",
+    "Workload",
+    "load_manifest",
+    "load_profile",
+    "load_workloads",
+    "reference_speed_flops_per_s",
+    "work_table",
+]
