@@ -19,8 +19,8 @@ at the scenario's V, with queues in GFLOP (so the pressure is in GFLOP^2 and sca
 unit by c acts like scaling V by c^2). ``objective_v`` = V' > 0 replaces V by V' in the planner's
 objective only (the RSU's P3 allocation keeps the scenario's V): pressure + V' sum_i d_i. P2-optimal
 is the exact minimiser of P2(t) on each slot (no method scores a lower P2(t) on the same slot,
-tested), not of completion time: on its own states the joint action of least completion time is
-0.66 s per task against its 1.05 s (3 CVs, 5 SVs, V = 10). Like every per-slot planner it is myopic:
+tested), not of completion time: at 3 CVs, 5 SVs, V = 10, T = 300 best-known completes in 0.773 s
+against its 1.064 s (docs/results/2026-12-03-references.md). Like every per-slot planner it is myopic:
 none of these is the optimum of the long-run problem P1. `policy.bounds` gives a proven floor.
 """
 
@@ -283,7 +283,8 @@ class P2Optimal:
         return best
 
 
-#: V' of best-known: the best of V' = 10 .. 1000 at 3, 5 and 7 CVs (T = 300, README "Results").
+#: V' of best-known: the best of V' = 10 / 50 / 150 / 500 / 2000 for a GA at 5 CVs (T = 300), within
+#: noise of the best at 7 CVs (docs/results/2026-12-03-references.md).
 BEST_KNOWN_V = 150.0
 
 

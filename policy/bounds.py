@@ -180,8 +180,3 @@ def group_floor(view: SlotView, parts: dict[str, np.ndarray], group: list[int], 
             best = min(best, float(cost.min()))
         out[e] = best
     return out
-
-
-def joint_space(tables, group: list[int]) -> int:
-    """Joint actions enumerated for a group (every SV reachable)."""
-    return math.prod(int((tables.n_cuts[i] - 1) * tables.n_nodes + 1) for i in group)

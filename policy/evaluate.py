@@ -299,6 +299,7 @@ def rescore(out_dir: Path) -> list[dict[str, Any]]:
             if row["backlog_flops"]:
                 key = (row["method"], int(row["cvs"]), int(row["svs"]), float(row["v"]))
                 backlogs.setdefault(key, {})[(int(row["seed"]), int(row["slot"]))] = float(row["backlog_flops"])
+    work: dict[tuple[int, int], float] = {}  # per (CVs, SVs): V does not change the arriving work
     for record in summary:
         cells = backlogs.get((record["method"], record["cvs"], record["svs"], float(record["v"])))
         if not cells:
@@ -306,9 +307,11 @@ def rescore(out_dir: Path) -> list[dict[str, Any]]:
         back = np.zeros((record["seeds"], record["slots"]))
         for (e, t), value in cells.items():
             back[e, t] = value
-        scenario = base.replace(n_cvs=record["cvs"], n_svs=record["svs"], v=record["v"])
-        work = arriving_work_flops(scenario, Tables.build(scenario, load_workloads(scenario)))
-        record.update(backlog_fields(back, work))
+        size = (record["cvs"], record["svs"])
+        if size not in work:
+            scenario = base.replace(n_cvs=record["cvs"], n_svs=record["svs"])
+            work[size] = arriving_work_flops(scenario, Tables.build(scenario, load_workloads(scenario)))
+        record.update(backlog_fields(back, work[size]))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out_dir / "summary.md").write_text(format_summary(summary, markdown=True))
     return summary
