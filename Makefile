@@ -47,7 +47,7 @@ bench: $(STAMP)
 	$(BIN)/splitrt bench --out bench/results.json
 
 # On demand, as root, not part of `test`: the device side in an emulated arm64 Raspberry Pi
-# (first run builds a cached rootfs, ~10 min; see tools/arm_check.py and the README).
+# (first run builds a cached rootfs, ~10 min; see tools/arm/check.py and the README).
 # arm-deps installs the emulation tools with apt when one of them is missing (root only: the
 # check itself needs root for debootstrap, chroot, mount and binfmt_misc).
 ARMTOOLS := qemu-aarch64-static update-binfmts debootstrap
@@ -61,7 +61,7 @@ arm-deps:
 	fi
 
 arm-check: $(STAMP) arm-deps
-	PYTHON=$(BIN)/python tools/arm_check.sh
+	PYTHON=$(BIN)/python tools/arm/check.sh
 
 clean:
 	rm -rf $(EXPORTS) bench runs .pytest_cache

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.manifest import Manifest
+from splitrt.edge_runtime.formats.manifest import Manifest
 
 
 class ExportCache:
@@ -22,7 +22,7 @@ class ExportCache:
 
     def get_with_parity(self, name: str):
         if name not in self._cache:
-            from models.torchvision_export import export_torchvision
+            from splitrt.models.torchvision_export import export_torchvision
 
             self._cache[name] = export_torchvision(name, self.root / name)
         return self._cache[name]

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from edge_runtime.wire import Header, pack, unpack
+from splitrt.edge_runtime.lifecycle import read_status
+from splitrt.edge_runtime.link.wire import Header, pack, unpack
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120.0
@@ -32,16 +33,20 @@ def free_port() -> int:
 
 
 class Proc:
-    """One `python -m tools.cli ...` subprocess with its output in files."""
+    """One `python -m splitrt.tools.cli.main ...` subprocess with its output in files."""
 
     def __init__(self, name: str, args: list[str], workdir: Path, prefix: list[str] | tuple = ()) -> None:
         self.name = name
         self.out = workdir / f"{name}.out"
         self.err = workdir / f"{name}.err"
+        self.status = workdir / f"{name}.status"
+        self.status.unlink(missing_ok=True)
+        if args and args[0] in ("serve", "vehicle"):
+            args = [*args, "--status-file", str(self.status)]
         # Appended, so a process restarted under the same name keeps its earlier output.
         with self.out.open("a") as out, self.err.open("a") as err:
             self.popen = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "tools.cli", "--log-level", "INFO", *args],
+                [*prefix, sys.executable, "-m", "splitrt.tools.cli.main", "--log-level", "INFO", *args],
                 cwd=ROOT,
                 stdout=out,
                 stderr=err,
@@ -62,6 +67,18 @@ class Proc:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name}: no {needle!r} after {timeout_s} s:\n{self.stderr()[-3000:]}")
             time.sleep(0.05)
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> dict:
+        """The process's ``ready`` status event (`splitrt serve` / `vehicle` ``--status-file``)."""
+        deadline = time.monotonic() + timeout_s
+        while not (events := read_status(self.status)):
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.name} exited ({self.popen.returncode}):\n{self.stderr()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: not ready after {timeout_s} s:\n{self.stderr()[-3000:]}")
+            time.sleep(0.05)
+        assert events[0]["event"] == "ready", events[0]
+        return events[0]
 
     def wait(self, timeout_s: float) -> int:
         try:
@@ -105,7 +122,7 @@ class Procs:
         proc = self.start(
             name, "serve", "--segments", *segments, "--bind", endpoint, "--name", name, *extra, prefix=prefix
         )
-        proc.wait_for("listening ")
+        proc.wait_ready()
         return proc, endpoint
 
     def vehicle(

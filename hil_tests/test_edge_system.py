@@ -7,9 +7,9 @@ import signal
 import numpy as np
 import pytest
 
-from edge_runtime.allocation import allocate_rsu
-from edge_runtime.records import DURATION_KEYS
 from hil_tests.conftest import read_records, request_state
+from splitrt.edge_runtime.formats.records import DURATION_KEYS
+from splitrt.edge_runtime.sysmodel.allocation import allocate_rsu
 
 
 def check_records(records: list[dict], n_tasks: int) -> None:

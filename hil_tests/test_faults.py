@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import zmq
 
-from edge_runtime.journal import RESTART_REASON, account
-from edge_runtime.records import DURATION_KEYS
-from edge_runtime.wire import Header, encode_tensor, pack, tensor_header, unpack
 from hil_tests.conftest import free_port, read_records, request_state
-from tools.faults import FaultLog, kill_process, read_windows, split_by_window, stall
-from tools.linkem import Topology, availability
+from splitrt.edge_runtime.formats.records import DURATION_KEYS
+from splitrt.edge_runtime.link.wire import Header, encode_tensor, pack, tensor_header, unpack
+from splitrt.edge_runtime.vehicle.journal import RESTART_REASON, account
+from splitrt.tools.hil.faults import FaultLog, kill_process, read_windows, split_by_window, stall
+from splitrt.tools.hil.linkem import Topology, availability
 
 LINKS_OK, LINKS_WHY = availability()
 needs_links = pytest.mark.skipif(not LINKS_OK, reason=f"link emulation unavailable: {LINKS_WHY}")

@@ -7,10 +7,10 @@ import signal
 import psutil
 import pytest
 
-from edge_runtime.manifest import Manifest
 from hil_tests.conftest import read_records, request_state
 from hil_tests.test_faults import check_records, wait_records
-from tools import fuzz
+from splitrt.edge_runtime.formats.manifest import Manifest
+from splitrt.tools.bench import fuzz
 
 FRAMES = 1000  # the `fuzz` benchmark sends 10,000
 RSS_GROWTH_LIMIT_MB = 64
@@ -37,7 +37,7 @@ def test_fuzzed_frames_are_each_answered_and_the_node_serves_on(procs, small_mod
     # cut off by libzmq before the node buffered them.
     assert stats.errors_answered + stats.disconnects_expected == stats.frames == FRAMES + 3
     assert stats.disconnects_expected >= 3 and stats.raw_connections == 3
-    assert len(stats.by_category) >= 14  # every category of tools/fuzz.py was exercised
+    assert len(stats.by_category) >= 14  # every category of tools/bench/fuzz.py was exercised
     after = request_state(endpoint)
     assert after["link"]["disconnects"] >= stats.disconnects_expected
     assert sum(after["counters"]["errors_by_code"].values()) >= stats.errors_answered

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.manifest import Manifest
-from edge_runtime.profile import measure
-from edge_runtime.records import read_jsonl
-from tools import linkem
-from tools.broker import sweep_stale_brokers
-from tools.hil.report import measured_components
+from splitrt.edge_runtime.compute.profile import measure
+from splitrt.edge_runtime.formats.manifest import Manifest
+from splitrt.edge_runtime.formats.records import read_jsonl
+from splitrt.tools.hil import linkem
+from splitrt.tools.hil.broker import sweep_stale_brokers
+from splitrt.tools.hil.report import measured_components
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet18", "mobilenet_v2")
@@ -56,7 +56,7 @@ def _default_sigint() -> None:
 def hil(out: Path, exports: Path, *extra: str) -> subprocess.Popen:
     args = [*SCENARIO, "--out", str(out), "--exports", str(exports), "--keep-profiles", "--no-progress", *extra]
     return subprocess.Popen(
-        [sys.executable, "-m", "tools.cli", "hil", *args],
+        [sys.executable, "-m", "splitrt.tools.cli.main", "hil", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -113,7 +113,7 @@ def wait_running(out: Path, method: str, timeout_s: float = 240) -> None:
 def report_only(out: Path) -> None:
     """`splitrt hil --report-only OUT` (rebuilds summary.json and the report from OUT's files)."""
     rebuilt = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "hil", "--report-only", str(out)],
+        [sys.executable, "-m", "splitrt.tools.cli.main", "hil", "--report-only", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

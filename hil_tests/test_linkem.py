@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.linkem import Topology, availability, list_namespaces, payload_rate_to_wire
+from splitrt.tools.hil.linkem import Topology, availability, list_namespaces, payload_rate_to_wire
 
 OK, WHY = availability()
 pytestmark = pytest.mark.skipif(not OK, reason=f"link emulation unavailable: {WHY}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tools.bench import BenchContext
-from tools.benchmarks.reliability import OVERLOAD_DECIDERS, OVERLOAD_QUEUE, OVERLOAD_VEHICLES, overload
+from splitrt.tools.bench.reliability import OVERLOAD_DECIDERS, OVERLOAD_QUEUE, OVERLOAD_VEHICLES, overload
+from splitrt.tools.bench.run import BenchContext
 
 
 @pytest.mark.timeout(600)

@@ -16,7 +16,7 @@ from hil_tests.test_faults import check_accounting, check_records
 
 def keys(directory, name: str) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "keys", "--out", str(directory), "--name", name],
+        [sys.executable, "-m", "splitrt.tools.cli.main", "keys", "--out", str(directory), "--name", name],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from edge_runtime.telemetry import Publisher, Subscriber
 from hil_tests.conftest import wait_for
-from tools.broker import start_broker
+from splitrt.edge_runtime.experiment.telemetry import Publisher, Subscriber
+from splitrt.tools.hil.broker import start_broker
 
 BROKERS = [
     "amqtt",
@@ -82,7 +82,7 @@ def test_broker_outage_is_counted_and_recovered(kind):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", BROKERS)
 def test_recorder_writes_every_kind_and_rejects_garbage(kind, tmp_path):
-    from edge_runtime.recorder import Recorder, read_recorded
+    from splitrt.edge_runtime.experiment.recorder import Recorder, read_recorded
 
     with start_broker(kind) as broker:
         seen = []
@@ -115,7 +115,7 @@ def test_splitrt_record_writes_until_the_stop_event(tmp_path):
     import sys
     from pathlib import Path
 
-    from edge_runtime.recorder import read_recorded
+    from splitrt.edge_runtime.experiment.recorder import read_recorded
 
     root = Path(__file__).resolve().parents[1]
     with start_broker("amqtt") as broker:
@@ -123,7 +123,7 @@ def test_splitrt_record_writes_until_the_stop_event(tmp_path):
             [
                 sys.executable,
                 "-m",
-                "tools.cli",
+                "splitrt.tools.cli.main",
                 "record",
                 "--broker",
                 broker.url,

@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from edge_runtime.telemetry import BrokerAddress, Publisher, Subscriber, make_client
 from hil_tests.conftest import wait_for
-from tests.edge_runtime.test_security import Tap
-from tools.broker import make_test_ca, mosquitto_path, start_broker
+from splitrt.edge_runtime.experiment.telemetry import BrokerAddress, Publisher, Subscriber, make_client
+from splitrt.tools.hil.broker import make_test_ca, mosquitto_path, start_broker
+from tests.edge_runtime.link.test_security import Tap
 
 MISSING = [t for t, found in (("mosquitto", mosquitto_path()), ("openssl", shutil.which("openssl"))) if not found]
 pytestmark = pytest.mark.skipif(

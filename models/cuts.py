@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from edge_runtime.errors import SplitrtError
+from splitrt.edge_runtime.errors import SplitrtError
 
 LAYER_OPS = frozenset(
     [

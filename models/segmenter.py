@@ -1,7 +1,7 @@
 """Split a single-input ONNX model into per-cut segment files plus ``manifest.json``.
 
 This is the torch-free half of `splitrt export` (`splitrt export --onnx FILE` uses only this);
-`models.torchvision_export` produces the ONNX model for a torchvision name and hands it here.
+`splitrt.models.torchvision_export` produces the ONNX model for a torchvision name and hands it here.
 Parity is checked before the manifest is written: every cut tensor produced by chaining the
 segments with ONNX Runtime must equal the same tensor computed by the whole model.
 """
@@ -20,11 +20,11 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper, shape_inference
 
-from edge_runtime.errors import SplitrtError
-from edge_runtime.manifest import Cut, Manifest, Segment, TensorSpec, sha256_file
-from edge_runtime.segments import SegmentRunner, session_options
-from models.cuts import analyse, node_inputs
-from models.flops import node_flops
+from splitrt.edge_runtime.compute.segments import SegmentRunner, session_options
+from splitrt.edge_runtime.errors import SplitrtError
+from splitrt.edge_runtime.formats.manifest import Cut, Manifest, Segment, TensorSpec, sha256_file
+from splitrt.models.cuts import analyse, node_inputs
+from splitrt.models.flops import node_flops
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def _np_dtype(elem_type: int) -> str:
 def _label(nodes: Sequence[onnx.NodeProto]) -> str:
     """A readable name for a segment from its first layer node ('/layer1/layer1.0/conv1/Conv' ->
     'layer1.0/conv1')."""
-    from models.cuts import LAYER_OPS
+    from splitrt.models.cuts import LAYER_OPS
 
     node = next((n for n in nodes if n.op_type in LAYER_OPS), nodes[0])
     parts = [p for p in node.name.strip("/").split("/") if p]

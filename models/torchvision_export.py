@@ -18,9 +18,9 @@ from typing import Any
 
 import onnx
 
-from edge_runtime.errors import SplitrtError
-from edge_runtime.manifest import Manifest, sha256_file
-from models.segmenter import ParityReport, segment_model
+from splitrt.edge_runtime.errors import SplitrtError
+from splitrt.edge_runtime.formats.manifest import Manifest, sha256_file
+from splitrt.models.segmenter import ParityReport, segment_model
 
 log = logging.getLogger(__name__)
 

@@ -2,12 +2,12 @@
 
 For every setting (#CVs, #SVs, V) one `VecEnv` with ``n_seeds`` environments is built from the
 base scenario; environment e is seeded as child e of SeedSequence(seed), and all randomness is
-drawn independently of the actions (policy/env.py), so every method faces exactly the same
-episodes. Methods come from the registry in policy/methods.py; one that cannot run a setting
+drawn independently of the actions (policy/sim/env.py), so every method faces exactly the same
+episodes. Methods come from the registry in policy/methods/registry.py; one that cannot run a setting
 (`MethodNotApplicable`, e.g. p2-optimal on a large instance) is skipped and listed in
 ``skipped.json`` and on the console, never silently dropped. Two entries are references, not
-policies: ``lower-bound`` (policy/bounds.py, a proven floor on any policy's mean completion) and
-``best-known`` (policy/baselines.py, the best completion-time planner the project computes); the
+policies: ``lower-bound`` (policy/methods/bounds.py, a proven floor on any policy's mean completion) and
+``best-known`` (policy/methods/baselines.py, the best completion-time planner the project computes); the
 console table gives every method's ratio to both where they ran on the same setting.
 
 Outputs in OUT/:
@@ -51,10 +51,10 @@ from typing import Any
 
 import numpy as np
 
-from policy.config import Scenario
-from policy.env import VecEnv
-from policy.methods import Method, MethodNotApplicable, make_method
-from policy.slot import Tables
+from splitrt.policy.methods.registry import Method, MethodNotApplicable, make_method
+from splitrt.policy.sim.env import VecEnv
+from splitrt.policy.sim.scenario import Scenario
+from splitrt.policy.sim.slot import Tables
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def run_episodes(
     method sees that environment alone, as a deployed decider would) timed on its own. With
     ``charge_decision`` each task's completion is eq 17 plus the decision time of its slot and
     environment (the decision delays every task it decides; queues evolve as without it). A
-    bound (`policy.bounds`) records its per-slot floor F_t as the slot's completion sum.
+    bound (`splitrt.policy.methods.bounds`) records its per-slot floor F_t as the slot's completion sum.
     """
     env = VecEnv(scenario, n_envs=n_seeds, seed=seed)
     method.reset(env, seed)
@@ -288,7 +288,7 @@ def rescore(out_dir: Path) -> list[dict[str, Any]]:
     """Recompute the backlog statistics of an evaluation's summary.json from its slots.csv (the
     per-slot backlog is stored exactly) with this version's definitions; rewrites summary.json
     and summary.md and returns the records. Completion statistics are kept as they are."""
-    from policy.workloads import load_workloads
+    from splitrt.policy.sim.workloads import load_workloads
 
     config = json.loads((out_dir / "config.json").read_text())
     base = Scenario.from_dict(config["scenario"], source=str(out_dir / "config.json"))

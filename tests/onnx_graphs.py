@@ -83,7 +83,7 @@ def two_input_model() -> onnx.ModelProto:
 
 
 def policy_model(n_nodes: int, n_types: int, max_actions: int, steps: int, seed: int = 0) -> onnx.ModelProto:
-    """An on-device policy graph with edge_runtime.policy's interface, small enough for an oracle.
+    """An on-device policy graph with splitrt.edge_runtime.decide.onnx_policy's interface, small enough for an oracle.
 
     q = Where(mask, (obs * scale) @ w_obs + type_onehot @ w_type + 0.1 * noise.sum(1), -1e9) and
     action = argmax q; ``scale`` takes the queues (FLOPs) to GFLOP and the positions (m) to 100 m.

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from edge_runtime.manifest import Manifest
-from edge_runtime.segments import SegmentRunner
-from edge_runtime.server import EdgeServer, ServedModel, ServerConfig
-from edge_runtime.wire import unpack
-from models.segmenter import segment_model
+from splitrt.edge_runtime.compute.segments import SegmentRunner
+from splitrt.edge_runtime.formats.manifest import Manifest
+from splitrt.edge_runtime.link.wire import unpack
+from splitrt.edge_runtime.node.server import EdgeServer, ServedModel, ServerConfig
+from splitrt.models.segmenter import segment_model
 from tests.onnx_graphs import chain_model, residual_model
 
 TIMEOUT_MS = 20_000

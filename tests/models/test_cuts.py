@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge_runtime.errors import SplitrtError
-from models.cuts import analyse
+from splitrt.edge_runtime.errors import SplitrtError
+from splitrt.models.cuts import analyse
 from tests.onnx_graphs import chain_model, residual_model, two_input_model
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_runtime.errors import SplitrtError
-from edge_runtime.manifest import Manifest
-from edge_runtime.segments import SegmentRunner, open_session
-from models.cuts import node_inputs
-from models.segmenter import PARITY_RTOL, sample_input, segment_model, verify_parity
-from models.torchvision_export import export_torchvision
+from splitrt.edge_runtime.compute.segments import SegmentRunner, open_session
+from splitrt.edge_runtime.errors import SplitrtError
+from splitrt.edge_runtime.formats.manifest import Manifest
+from splitrt.models.cuts import node_inputs
+from splitrt.models.segmenter import PARITY_RTOL, sample_input, segment_model, verify_parity
+from splitrt.models.torchvision_export import export_torchvision
 from tests.onnx_graphs import two_input_model
 
 PAPER_MODELS = ["alexnet", "resnet18", "vgg16", "mobilenet_v2"]

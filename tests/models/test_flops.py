@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.segmenter import segment_model
+from splitrt.models.segmenter import segment_model
 from tests.onnx_graphs import chain_model
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from policy import config
-from policy.evaluate import SUMMARY_FIELDS, Setting, base_setting, plot, settings_grid, sweep
+from splitrt.policy.evaluate import SUMMARY_FIELDS, Setting, base_setting, plot, settings_grid, sweep
+from splitrt.policy.sim import scenario as config
 
 
 def test_settings_grids():
@@ -104,8 +104,8 @@ def test_plots_are_pngs(result):
 
 def test_charged_decision_time_is_added_to_exactly_the_tasks_it_decided():
     sc = config.paper(n_cvs=3, n_svs=2, slots=6, arrivals="bernoulli", arrival_rate_per_slot=0.6)
-    from policy.evaluate import run_episodes
-    from policy.methods import make_method
+    from splitrt.policy.evaluate import run_episodes
+    from splitrt.policy.methods.registry import make_method
 
     plain = run_episodes(sc, make_method("neurosurgeon"), n_seeds=3, seed=2)
     charged = run_episodes(sc, make_method("neurosurgeon"), n_seeds=3, seed=2, charge_decision=True)
@@ -119,8 +119,8 @@ def test_charged_decision_time_is_added_to_exactly_the_tasks_it_decided():
 
 
 def test_ga_budget_is_the_number_of_evaluations():
-    from policy.baselines import Genetic
-    from policy.env import VecEnv
+    from splitrt.policy.methods.baselines import Genetic
+    from splitrt.policy.sim.env import VecEnv
 
     env = VecEnv(config.paper(n_cvs=3, n_svs=2, slots=2), n_envs=2, seed=0)
     obs, state, mask = env.reset()
@@ -148,7 +148,7 @@ def test_ga_budget_is_the_number_of_evaluations():
 
 
 def test_backlog_slope_growth_mark_and_p95():
-    from policy.evaluate import backlog_slope, queues_grow, weighted_quantile
+    from splitrt.policy.evaluate import backlog_slope, queues_grow, weighted_quantile
 
     t = np.arange(100.0)
     ramp = np.stack([3e9 * t + 1e9 * k for k in range(4)])  # +3 GFLOP per slot
@@ -169,7 +169,7 @@ def test_backlog_slope_growth_mark_and_p95():
 
 
 def test_rescore_recomputes_the_backlog_statistics_from_the_csv(result):
-    from policy.evaluate import rescore
+    from splitrt.policy.evaluate import rescore
 
     out, summary, _, _ = result
     base = config.paper(slots=5, arrivals="bernoulli", arrival_rate_per_slot=0.8)  # the fixture's

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from policy import config
-from policy.workloads import SHIPPED_MANIFESTS
+from splitrt.policy.sim import scenario as config
+from splitrt.policy.sim.workloads import SHIPPED_MANIFESTS
 
 
 @pytest.fixture(scope="session")

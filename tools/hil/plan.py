@@ -12,7 +12,7 @@ with, so both see the same world:
   a whole task takes the measured chain time, split between segments in the isolated
   proportions) and hands the simulator these chained copies (``OUT/profiles``).
 - **Scenario on this machine** (`live_scenario`). This machine's speed f_ref comes from those
-  profiles (total FLOPs over total segment time, policy.workloads). The RSU is emulated at
+  profiles (total FLOPs over total segment time, splitrt.policy.sim.workloads). The RSU is emulated at
   f_host = f_ref / headroom (``headroom`` 1.5 with pace emulation: the machine may slow down by
   that much, e.g. while other jobs share it, before the RSU's timing changes; 1 when the RSU runs
   natively). Every speed of the preset is scaled by s = f_host / (the preset's RSU speed) and the
@@ -23,10 +23,10 @@ with, so both see the same world:
 - **Episode**: `VecEnv(scenario, 1, seed).reset()`: positions (mobility: built-in or SUMO),
   Rayleigh fading of every link and slot, device speeds and arrivals, exactly what the simulator
   draws for the same seed. Per slot and CV the channel rate to every node (eqs 1-2, fading
-  included) becomes the vehicle's trace (edge_runtime.trace) and the emulated link's tc rate.
+  included) becomes the vehicle's trace (splitrt.edge_runtime.formats.trace) and the emulated link's tc rate.
 - **Processes**: CV i runs at speed factor f_ref / f_cv_i, SV j at f_ref / f_sv_j, the RSU at the
-  headroom (edge_runtime.speed), with capacity f_host; all count work in the simulator's unit
-  (edge_runtime.work).
+  headroom (splitrt.edge_runtime.compute.speed), with capacity f_host; all count work in the simulator's unit
+  (splitrt.edge_runtime.formats.work).
 - **CPU check** (`estimate_cpu`): every task costs its model's native compute wherever it runs
   (speed emulation throttles or idles, it does not add CPU time), plus runtime overhead per task,
   per process per slot and for the link updates. A mean load over `MAX_CPU_LOAD` of this machine's
@@ -44,15 +44,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.errors import SplitrtError
-from edge_runtime.manifest import Manifest
-from edge_runtime.profile import Profile
-from edge_runtime.trace import LinkTrace
-from edge_runtime.work import WorkTable
-from policy.config import Scenario
-from policy.env import EpisodeDraw, VecEnv
-from policy.slot import link_rates_bps
-from policy.workloads import reference_speed_flops_per_s, work_table
+from splitrt.edge_runtime.compute.profile import Profile
+from splitrt.edge_runtime.errors import SplitrtError
+from splitrt.edge_runtime.formats.manifest import Manifest
+from splitrt.edge_runtime.formats.trace import LinkTrace
+from splitrt.edge_runtime.formats.work import WorkTable
+from splitrt.policy.sim.env import EpisodeDraw, VecEnv
+from splitrt.policy.sim.scenario import Scenario
+from splitrt.policy.sim.slot import link_rates_bps
+from splitrt.policy.sim.workloads import reference_speed_flops_per_s, work_table
 
 log = logging.getLogger(__name__)
 
@@ -141,13 +141,13 @@ def ensure_exports(
     models: tuple[str, ...], exports: Path, say: Callable[[str], None], *, reprofile: bool = True
 ) -> None:
     """Every model exported under ``exports`` with a native 1-thread profile (made if missing)."""
-    from edge_runtime.profile import measure
+    from splitrt.edge_runtime.compute.profile import measure
 
     for model in models:
         directory = exports / model
         if not (directory / "manifest.json").is_file():
             try:
-                from models.torchvision_export import export_torchvision
+                from splitrt.models.torchvision_export import export_torchvision
             except ImportError:
                 raise SplitrtError(
                     f"no export of {model} in {exports} and torch is not installed here: run "

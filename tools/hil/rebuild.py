@@ -5,7 +5,7 @@ collected into the same layout, and returns the plan and every method's `LiveRes
 command then recomputes the simulated side (tools/hil/simulate.py, the same scenario and seed)
 and writes summary.json, the plots and report.md / report.html into DIR, as a live run does.
 
-Layout of DIR (``<m>`` = a method name of policy.methods, e.g. ``greedy`` or ``mad2rl``):
+Layout of DIR (``<m>`` = a method name of splitrt.policy.methods.registry, e.g. ``greedy`` or ``mad2rl``):
 
 | path | what | needed |
 |---|---|---|
@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.controller import LyapunovController
-from edge_runtime.errors import SplitrtError
-from edge_runtime.recorder import read_recorded
-from policy.config import Scenario
-from tools.hil.live import LiveResult, controller_setup, load_result
-from tools.hil.plan import CpuEstimate, HilPlan, plan_for
+from splitrt.edge_runtime.errors import SplitrtError
+from splitrt.edge_runtime.experiment.controller import LyapunovController
+from splitrt.edge_runtime.experiment.recorder import read_recorded
+from splitrt.policy.sim.scenario import Scenario
+from splitrt.tools.hil.plan import CpuEstimate, HilPlan, plan_for
+from splitrt.tools.hil.runner import LiveResult, controller_setup, load_result
 
 PROFILE_KEYS = ("manifest_dir", "vehicle_profile_dir", "rsu_profile_dir")
 
@@ -174,8 +174,8 @@ def simulator_options(
     method: str, decider: str | None, policies: dict[str, Path], scenario: Scenario
 ) -> dict[str, str]:
     """Options of the simulated method: learned methods run the policy the vehicles ran."""
-    from policy.learned import TRAINED_DIR, find_policy
-    from policy.methods import METHODS, MethodNotApplicable
+    from splitrt.policy.methods.learned import TRAINED_DIR, find_policy
+    from splitrt.policy.methods.registry import METHODS, MethodNotApplicable
 
     if method not in METHODS:
         raise SplitrtError(f"--report-only: {method!r} is not a method the simulator knows ({', '.join(METHODS)})")

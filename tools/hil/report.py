@@ -19,7 +19,7 @@ Per method (``summary.json``, a list; the first eight keys are the contract of t
 | ``outcomes``, ``missed_slots``, ``telemetry_dropped``, ``stale_states`` | live bookkeeping |
 | ``pace_misses`` | per process, the fraction of paced segment runs whose compute took longer than the emulated device's time (the host was busier than the emulation allows: those timings are the host's, not the scenario's) |
 | ``cpu_load`` | the children's CPU seconds over the run's wall time and CPUs (measured) next to the plan's estimate |
-| ``faults`` | every fault window of the run (``<method>/faults.jsonl``, tools/faults.py): ``kind``, ``target``, ``start_unix_s`` / ``end_unix_s`` / ``duration_s``, ``start_slot`` / ``end_slot`` (slots [start, end) when known), ``detail``, and ``tasks``: for the tasks that arrived ``before``, ``during`` and ``after`` it (`split_by_window`), ``n``, ``outcomes`` (remote, local, fallback, failed) and ``reasons`` (non-remote outcomes by reason) |
+| ``faults`` | every fault window of the run (``<method>/faults.jsonl``, tools/hil/faults.py): ``kind``, ``target``, ``start_unix_s`` / ``end_unix_s`` / ``duration_s``, ``start_slot`` / ``end_slot`` (slots [start, end) when known), ``detail``, and ``tasks``: for the tasks that arrived ``before``, ``during`` and ``after`` it (`split_by_window`), ``n``, ``outcomes`` (remote, local, fallback, failed) and ``reasons`` (non-remote outcomes by reason) |
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from tools.faults import FaultWindow, split_by_window
-from tools.hil.live import LiveResult
-from tools.hil.plan import HilPlan
-from tools.hil.simulate import COMPONENTS, SimResult, replay, simulate
+from splitrt.tools.hil.faults import FaultWindow, split_by_window
+from splitrt.tools.hil.plan import HilPlan
+from splitrt.tools.hil.runner import LiveResult
+from splitrt.tools.hil.simulate import COMPONENTS, SimResult, replay, simulate
 
 GFLOP = 1e9
 #: Queues "grow" when the backlog's slope over the second half exceeds this fraction of the work

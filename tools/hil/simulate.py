@@ -1,6 +1,6 @@
 """The simulator's prediction of a live run: the same scenario, seed and episode (tools/hil/plan.py).
 
-`simulate` runs a method exactly as `splitrt evaluate` would (policy.methods registry, one
+`simulate` runs a method exactly as `splitrt evaluate` would (splitrt.policy.methods.registry registry, one
 environment seeded like the plan, so the same positions, fading, device speeds and arrivals), and
 `replay` feeds the decisions the live vehicles actually made through the same slot model: the
 first compares the closed loops (the method decides on simulated observations), the second the
@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime import observation as obs_layout
-from policy.env import SlotView, VecEnv
-from policy.methods import make_method
-from tools.hil.plan import HilPlan
+from splitrt.edge_runtime.sysmodel import observation as obs_layout
+from splitrt.policy.methods.registry import make_method
+from splitrt.policy.sim.env import SlotView, VecEnv
+from splitrt.tools.hil.plan import HilPlan
 
 COMPONENTS = ("local_wait_s", "local_compute_s", "transfer_s", "remote_queue_s", "remote_compute_s")
 
@@ -44,7 +44,7 @@ class SimResult:
 
 
 def simulate(plan: HilPlan, method: str, options: dict[str, str] | None = None) -> SimResult:
-    """``method`` (a policy.methods name) on the plan's scenario and seed."""
+    """``method`` (a splitrt.policy.methods.registry name) on the plan's scenario and seed."""
     m = make_method(method, options)
     env = VecEnv(plan.scenario, n_envs=1, seed=plan.seed)
     m.reset(env, plan.seed)

@@ -1,0 +1,1 @@
+"""The tensor link: the ZeroMQ wire format and its CURVE security."""

@@ -1,0 +1,1 @@
+"""The simulator of the paper's system model: scenarios, workloads, mobility, one slot, the batched environment."""

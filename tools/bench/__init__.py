@@ -1,0 +1,1 @@
+"""`splitrt bench`: the project's benchmarks."""

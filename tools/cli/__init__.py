@@ -1,0 +1,1 @@
+"""`splitrt <verb>`: the command-line entry point and one module per verb."""

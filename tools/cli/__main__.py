@@ -1,0 +1,3 @@
+from splitrt.tools.cli.main import main
+
+raise SystemExit(main())
