@@ -12,11 +12,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from mkdocs.plugins import event_priority
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "build" / "docs-src"
 FOLDERS = ("edge_runtime", "models", "policy", "tools")
 
 
+@event_priority(100)  # before mkdocstrings reads its search paths (a fresh checkout has none yet)
 def on_config(config, **kwargs):
     namespace = SOURCE / "splitrt"
     namespace.mkdir(parents=True, exist_ok=True)

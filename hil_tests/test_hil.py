@@ -53,11 +53,12 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def hil(out: Path, exports: Path, *extra: str) -> subprocess.Popen:
+def hil(out: Path, exports: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     args = [*SCENARIO, "--out", str(out), "--exports", str(exports), "--keep-profiles", "--no-progress", *extra]
     return subprocess.Popen(
         [sys.executable, "-m", "splitrt.tools.cli.main", "hil", *args],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -120,6 +121,26 @@ def report_only(out: Path) -> None:
         timeout=300,
     )
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+
+
+@pytest.mark.timeout(600)
+def test_a_toy_baseline_added_as_a_plug_in_runs_live(hil_exports, tmp_path):
+    """tests/toy_method.py (one file, one `register` line) runs on live vehicles: every task is cut
+    at its model's middle and sent to the RSU, and the report compares it with its simulator form."""
+    from tests.toy_method import middle_cut
+
+    out = tmp_path / "run"
+    env = {"SPLITRT_PLUGINS": "tests.toy_method", "PYTHONPATH": str(ROOT)}
+    code, _, stderr = finish(hil(out, hil_exports, "--methods", "toy", "--slots", "3", env=env))
+    assert code == 0, stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["method"] for s in summary] == ["toy"]
+    remote = [r for r in read_jsonl(out / "toy" / "records.jsonl") if r["outcome"] == "remote"]
+    assert remote
+    cuts = {m: middle_cut(Manifest.load(hil_exports / m).n_cuts) for m in MODELS}
+    for r in remote:
+        assert (r["cut"], r["node"]) == (cuts[r["model"]], 0), r
+    assert read_jsonl(out / "toy" / "sim_tasks.jsonl")  # the simulator ran its form on the same episode
 
 
 @pytest.mark.timeout(600)

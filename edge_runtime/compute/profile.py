@@ -43,6 +43,14 @@ from splitrt.edge_runtime.formats.manifest import Manifest
 PROFILE_VERSION = 1
 
 
+def cut_times(segment_s) -> tuple[np.ndarray, np.ndarray]:
+    """(head_s, tail_s) at every cut 0 .. n from per-segment seconds (n segments): head_s[c] the
+    segments before cut c, tail_s[c] those after it (tail_s[n] = 0). The one place the project
+    sums segment times into cut times (profiles, a node's task estimates, the live plan)."""
+    cum = np.concatenate([[0.0], np.cumsum(np.asarray(segment_s, dtype=np.float64))])
+    return cum, cum[-1] - cum
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -173,10 +181,9 @@ def _measure(
         whole = _stats(time_call(run_whole, runs, warmup))
         del session
 
-    medians = np.array([r["median_s"] for r in seg_rows])
-    cum = np.concatenate([[0.0], np.cumsum(medians)])
+    head, tail = cut_times([r["median_s"] for r in seg_rows])
     cuts = [
-        {"index": c.index, "bytes": c.bytes, "head_s": float(cum[c.index]), "tail_s": float(cum[-1] - cum[c.index])}
+        {"index": c.index, "bytes": c.bytes, "head_s": float(head[c.index]), "tail_s": float(tail[c.index])}
         for c in manifest.cuts
     ]
     reference = whole["median_s"] if whole else chain["median_s"]

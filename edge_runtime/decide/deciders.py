@@ -10,6 +10,7 @@ baselines call the same pure functions below where the rule is the same.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,12 +84,25 @@ class RandomDecider:
         self.rng = np.random.default_rng(seed)
 
     def decide(self, ctx: DecisionContext) -> tuple[int, int]:
-        valid = np.flatnonzero(ctx.action_mask())
-        cut, node = obs_layout.decode_action(int(self.rng.choice(valid)), ctx.n_nodes)
+        cut, node = obs_layout.decode_action(int(obs_layout.sample_valid(self.rng, ctx.action_mask())), ctx.n_nodes)
         return int(cut), int(node)
 
 
-DECIDER_SPECS = "local | offload[@J] | fixed:K[@J] | greedy[:K] | random | policy:DIR"
+DECIDER_SPECS = "local | offload[@J] | fixed:K[@J] | greedy[:K] | random | policy:DIR | MODULE:FACTORY"
+
+
+def load_decider(spec: str, n_cuts: int, n_nodes: int, seed: int) -> Decider:
+    """A decider of your own: ``package.module:factory``, called with the keyword arguments
+    ``n_cuts``, ``n_nodes`` and ``seed``; it must return an object with ``name`` and ``decide``."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SplitrtError(f"--decider {spec!r}: cannot load {attr!r} from {module_name!r} ({exc})") from None
+    decider = factory(n_cuts=n_cuts, n_nodes=n_nodes, seed=seed)
+    if not callable(getattr(decider, "decide", None)) or not isinstance(getattr(decider, "name", None), str):
+        raise SplitrtError(f"--decider {spec!r}: {attr} returned {type(decider).__name__}, not a decider")
+    return decider
 
 
 def make_decider(spec: str, n_cuts: int, n_nodes: int, seed: int = 0) -> Decider:
@@ -104,6 +118,8 @@ def make_decider(spec: str, n_cuts: int, n_nodes: int, seed: int = 0) -> Decider
         return policy
     if text == "random":
         return RandomDecider(seed)
+    if "." in text.partition(":")[0] and ":" in text:
+        return load_decider(text, n_cuts, n_nodes, seed)
     body, _, node_text = text.partition("@")
     node = 0
     if node_text:

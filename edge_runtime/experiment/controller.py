@@ -50,6 +50,7 @@ from splitrt.edge_runtime.errors import SplitrtError
 from splitrt.edge_runtime.formats.work import ModelWork, WorkTable
 from splitrt.edge_runtime.sysmodel import lyapunov
 from splitrt.edge_runtime.sysmodel.allocation import allocate_rsu
+from splitrt.edge_runtime.sysmodel.arrivals import task_arrivals
 
 
 @dataclass(frozen=True)
@@ -173,17 +174,22 @@ class LyapunovController:
             i = self.cv_ids.index(r["vehicle_id"])
             work = self.work[r["model"]]
             cut = int(r["cut"])
-            n_cuts = len(work.local_flops)
-            if cut > 0:
-                a_loc[i] += work.local_flops[cut]
-            if cut < n_cuts - 1 and r.get("node") is not None:
-                node = int(r["node"])
-                if node == 0:
-                    k = self.types.index(r["model"])
-                    w_k[k] += work.rsu_flops[cut]
-                    n_k[k] += 1
-                elif 0 < node <= len(self.sv_names):
-                    w_sv[node - 1] += work.sv_flops[cut]
+            node = int(r["node"]) if r.get("node") is not None else -1
+            got = task_arrivals(
+                np.array(cut),
+                np.array(node),
+                np.array(len(work.local_flops)),
+                work.local_flops[cut],
+                work.rsu_flops[cut],
+                work.sv_flops[cut],
+            )  # the simulator's rule (splitrt.edge_runtime.sysmodel.arrivals)
+            a_loc[i] += got.b
+            if got.to_rsu:
+                k = self.types.index(r["model"])
+                w_k[k] += got.w_rsu
+                n_k[k] += 1
+            elif got.to_sv and node <= len(self.sv_names):
+                w_sv[node - 1] += got.w_sv
             if r.get("outcome") != "failed":
                 delays.append(float(r["total_s"]))
         return [a_loc, w_k, w_sv], n_k, delays, len(tasks)

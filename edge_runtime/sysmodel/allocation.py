@@ -39,6 +39,8 @@ Edge cases (tested):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 _ITERATIONS = 64  # the bracket halves at least every iteration: 64 reach double precision
@@ -157,3 +159,18 @@ def allocate_rsu(
     gamma = rsu_gamma(q, np.asarray(w_flops, dtype=np.float64) / unit, n_tasks, v)
     f = kkt_allocation(gamma, q, f_total_flops_per_s / unit, tau_s, floor_flops_per_s / unit)
     return f * unit
+
+
+def queue_inputs(items: Iterable[tuple[int, float]], slot: int) -> tuple[float, float, int]:
+    """(Q_k, W_k, n_k) of one RSU queue at ``slot`` from its tasks' (arrival slot, edge FLOPs):
+    Q_k the work that arrived in earlier slots, W_k and n_k the work and count of this slot's
+    arrivals (the paper's offloads of the slot; a live RSU sees them one by one)."""
+    q = w = 0.0
+    n = 0
+    for arrived, flops in items:
+        if arrived < slot:
+            q += flops
+        else:
+            w += flops
+            n += 1
+    return q, w, n

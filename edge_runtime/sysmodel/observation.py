@@ -105,3 +105,26 @@ def node_backlog_flops(state: dict, model: str) -> float:
     if state.get("role") == "rsu" and model in queues:
         return float(queues[model]["flops"])
     return float(sum(q.get("flops", 0.0) for q in queues.values()))
+
+
+class ValidSampler:
+    """Uniform draws among the True entries of a mask (..., A): the one "pick a valid action at
+    random" of the project (the vehicle's ``random`` decider, the simulator's GA, training's
+    exploration). The valid actions of each row are listed first by a stable sort; a draw takes
+    the r-th of them with r uniform below their count: one random number per row and draw."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        self.order = np.argsort(~mask, axis=-1, kind="stable")
+        self.counts = mask.sum(axis=-1)
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, ...] = ()) -> np.ndarray:
+        """Action indices of shape (*shape, ...) (the mask's shape without its last axis)."""
+        r = (rng.random((*shape, *self.counts.shape)) * self.counts).astype(np.int64)
+        order = np.broadcast_to(self.order, (*shape, *self.order.shape))
+        return np.take_along_axis(order, r[..., None], axis=-1)[..., 0]
+
+
+def sample_valid(rng: np.random.Generator, mask: np.ndarray, shape: tuple[int, ...] = ()) -> np.ndarray:
+    """`ValidSampler(mask).draw(rng, shape)`."""
+    return ValidSampler(mask).draw(rng, shape)

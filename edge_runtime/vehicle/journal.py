@@ -80,7 +80,7 @@ def _read_lines(path: Path, what: str) -> list[dict[str, Any]]:
 
 
 def restart_record(entry: dict[str, Any], vehicle_id: str, now_unix_s: float) -> dict[str, Any]:
-    """The record of a task that was in flight when its vehicle died (keys as splitrt.edge_runtime.vehicle.client's)."""
+    """The record of a task that was in flight when its vehicle died (keys as splitrt.edge_runtime.vehicle.records')."""
     arrival = float(entry.get("arrival_unix_s", now_unix_s))
     return {
         "task_id": entry["task_id"],

@@ -1,13 +1,17 @@
 """`splitrt train`'s configuration, torch-free so the CLI can build its flags without torch.
 
-Every field is a flag; its docstring (read from this source) is the --help text. The choices
-the paper leaves open are explained in policy/learn/train.py's module docstring.
+Every field is a flag made from its metadata (`setting`: help, unit; splitrt.edge_runtime.configfields),
+and `train_command` writes the complete `splitrt train` command of a configuration. The choices the
+paper leaves open are explained in policy/learn/train.py's module docstring.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
 
+from splitrt.edge_runtime.configfields import helps, setting, to_argv
 from splitrt.edge_runtime.errors import SplitrtError
 
 METHODS = ("mad2rl", "pqmix")
@@ -15,56 +19,50 @@ METHODS = ("mad2rl", "pqmix")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run; every field is a `splitrt train` flag (its docstring is the help)."""
+    """One training run; every field is a `splitrt train` flag (its `setting` holds the help)."""
 
-    method: str = "mad2rl"
-    """mad2rl (diffusion actors) or pqmix (MLP agents)"""
-    preset: str = "paper"
-    """scenario preset of the simulator"""
-    cvs: int = 5
-    """client vehicles (agents)"""
-    svs: int = 5
-    """service vehicles"""
-    v: float = 10.0
-    """Lyapunov trade-off V"""
-    steps: int = 7
-    """denoising steps M of the diffusion actor"""
-    temperature: float = 1.0
-    """softmax temperature of the diffusion actor's values softmax(x0 / T) (eq 42 has T = 1)"""
-    episodes: int = 2000
-    """episodes of T slots (2000 by default: MAD2RL learns clearly better than with 1000; README, Results)"""
-    seed: int = 0
-    """seed of everything (torch, numpy, environments)"""
-    n_envs: int = 16
-    """environments stepped in parallel"""
-    lr: float = 5e-4
-    """Adam learning rate (paper)"""
-    gamma: float = 0.0
-    """discount; the paper's 0.99 makes both methods collapse to full offload here (policy/learn/train.py), 0 learns P2(t)"""
-    tau_soft: float = 0.001
-    """soft target update rate (paper, eqs 61-62)"""
-    buffer_size: int = 50_000
-    """replay capacity in transitions"""
-    batch_size: int = 64
-    """transitions per gradient step"""
-    updates_per_step: int = 2
-    """gradient steps per parallel environment step"""
-    eps_start: float = 1.0
-    """initial epsilon of epsilon-greedy exploration"""
-    eps_end: float = 0.05
-    """final epsilon"""
-    eps_fraction: float = 0.3
-    """fraction of episodes over which epsilon decays linearly"""
-    hidden: int = 256
-    """actor hidden width (paper: 3 x 256, Mish)"""
-    checkpoint_every: int = 25
-    """iterations between checkpoints"""
-    validate_every: int = 10
-    """iterations between validations (and the last one): the deployed decision (mean values over the runtime's noise draws, no exploration) on n_envs fixed episodes; the policy exported is the snapshot with the shortest validation mean completion time (0: the last one)"""
-    threads: int = 1
-    """torch CPU threads (1: bit-reproducible, and 2 threads starve each other on a busy 2-core machine)"""
-    device: str = "cpu"
-    """torch device for the networks (cpu, or cuda where available; results differ in the last bits)"""
+    method: str = setting("mad2rl", help="mad2rl (diffusion actors) or pqmix (MLP agents)")
+    preset: str = setting("paper", help="scenario preset of the simulator")
+    cvs: int = setting(5, help="client vehicles (agents)")
+    svs: int = setting(5, help="service vehicles")
+    v: float = setting(10.0, help="Lyapunov trade-off V")
+    steps: int = setting(7, help="denoising steps M of the diffusion actor")
+    temperature: float = setting(
+        1.0, help="softmax temperature of the diffusion actor's values softmax(x0 / T) (eq 42 has T = 1)"
+    )
+    episodes: int = setting(
+        2000,
+        help="episodes of T slots (2000 by default: MAD2RL learns clearly better than with 1000; README, Results)",
+    )
+    seed: int = setting(0, help="seed of everything (torch, numpy, environments)")
+    n_envs: int = setting(16, help="environments stepped in parallel")
+    lr: float = setting(5e-4, help="Adam learning rate (paper)")
+    gamma: float = setting(
+        0.0,
+        help="discount; the paper's 0.99 makes both methods collapse to full offload here "
+        "(policy/learn/train.py), 0 learns P2(t)",
+    )
+    tau_soft: float = setting(0.001, help="soft target update rate (paper, eqs 61-62)")
+    buffer_size: int = setting(50_000, help="replay capacity in transitions")
+    batch_size: int = setting(64, help="transitions per gradient step")
+    updates_per_step: int = setting(2, help="gradient steps per parallel environment step")
+    eps_start: float = setting(1.0, help="initial epsilon of epsilon-greedy exploration")
+    eps_end: float = setting(0.05, help="final epsilon")
+    eps_fraction: float = setting(0.3, help="fraction of episodes over which epsilon decays linearly")
+    hidden: int = setting(256, help="actor hidden width (paper: 3 x 256, Mish)")
+    checkpoint_every: int = setting(25, help="iterations between checkpoints")
+    validate_every: int = setting(
+        10,
+        help="iterations between validations (and the last one): the deployed decision (mean values over the "
+        "runtime's noise draws, no exploration) on n_envs fixed episodes; the policy exported is the snapshot "
+        "with the shortest validation mean completion time (0: the last one)",
+    )
+    threads: int = setting(
+        1, help="torch CPU threads (1: bit-reproducible, and 2 threads starve each other on a busy 2-core machine)"
+    )
+    device: str = setting(
+        "cpu", help="torch device for the networks (cpu, or cuda where available; results differ in the last bits)"
+    )
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -81,15 +79,11 @@ class TrainConfig:
 
     @classmethod
     def help(cls) -> dict[str, str]:
-        """Field docstrings (read from the source, since dataclasses drop them)."""
-        import inspect
+        """field name -> its --help text (the fields' metadata)."""
+        return helps(cls)
 
-        src = inspect.getsource(cls).splitlines()
-        out, last = {}, None
-        for line in src:
-            s = line.strip()
-            if ":" in s and not s.startswith(('"', "def", "@", "class", "#", "for", "if", "raise", "return")):
-                last = s.split(":")[0]
-            elif s.startswith('"""') and last and last not in out:
-                out[last] = s.strip('"')
-        return {f.name: out.get(f.name, "") for f in fields(cls)}
+
+def train_command(cfg: TrainConfig, out: str | Path) -> str:
+    """The `splitrt train` command that trains ``cfg`` into ``out``: every field as a flag, so it
+    parses back to an equal configuration (what a run records as its exact command)."""
+    return shlex.join(["splitrt", "train", *to_argv(cfg), "--out", str(out)])

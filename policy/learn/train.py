@@ -39,7 +39,11 @@ import torch
 from torch.nn import functional as F
 
 from splitrt.edge_runtime.errors import SplitrtError
-from splitrt.policy.learn.config import TrainConfig  # torch-free, so the CLI builds its flags without torch
+from splitrt.edge_runtime.sysmodel.observation import sample_valid
+from splitrt.policy.learn.config import (  # torch-free, so the CLI builds its flags without torch
+    TrainConfig,
+    train_command,
+)
 from splitrt.policy.learn.networks import DiffusionActor, MLPAgent, QMixer
 
 log = logging.getLogger(__name__)
@@ -156,8 +160,7 @@ class Learner:
         )
         greedy = score.argmax(-1).cpu().numpy()
         explore = rng.random(greedy.shape) < epsilon
-        # uniform among valid actions: argmax of random keys restricted to the mask
-        random_valid = np.where(mask, rng.random(mask.shape), -1.0).argmax(-1)
+        random_valid = sample_valid(rng, mask)
         return np.where(explore, random_valid, greedy)
 
     @torch.no_grad()
@@ -243,18 +246,18 @@ def epsilon_at(cfg: TrainConfig, episodes_done: int) -> float:
     return cfg.eps_start + frac * (cfg.eps_end - cfg.eps_start)
 
 
-def run_episodes(env, choose, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Run one batch of episodes (every env, T slots) with ``choose(obs, state, mask) -> (E, N)``."""
+def warmup_return(env, choose, rng: np.random.Generator) -> np.ndarray:
+    """(E,) the return of one batch of warm-up episodes (every env, T slots) played with
+    ``choose(obs, state, mask) -> (E, N)`` (evaluation is `splitrt.policy.evaluate.run_episodes`)."""
     obs, state, mask = env.reset(seed=int(rng.integers(2**31)))
-    rewards, completion = [], []
+    rewards = []
     while True:
         actions = choose(obs, state, mask)
-        obs, state, mask, reward, done, info = env.step(actions)
+        obs, state, mask, reward, done, _ = env.step(actions)
         rewards.append(reward)
-        completion.append(info["completion_s"].mean(-1))
         if done.all():
             break
-    return {"return": np.sum(rewards, 0), "completion_s": np.mean(completion, 0)}
+    return np.sum(rewards, 0)
 
 
 # ======================================================================================
@@ -297,10 +300,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
         def random_choice(obs, state, mask):
             obs_seen.append(obs)
             state_seen.append(state)
-            return np.where(mask, rng.random(mask.shape), -1.0).argmax(-1)
+            return sample_valid(rng, mask)
 
-        warm = run_episodes(env, random_choice, rng)
-        rew_seen.append(warm["return"] / max(1, len(obs_seen)))
+        rew_seen.append(warmup_return(env, random_choice, rng) / max(1, len(obs_seen)))
         learner.set_normalisers(np.concatenate(obs_seen), np.concatenate(state_seen), env.n_nodes)
         reward_scale = float(max(np.mean(np.abs(np.concatenate(rew_seen))), 1e-6))
         with open(metrics_path, "w", newline="") as f:
@@ -467,11 +469,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, snapshot: str
         }
         for model in learner.types
     ]
-    command = (
-        f"splitrt train --method {cfg.method} --preset {cfg.preset} --cvs {cfg.cvs} --svs {cfg.svs} "
-        f"--v {cfg.v:g} --steps {cfg.steps} --episodes {cfg.episodes} --seed {cfg.seed} "
-        f"--validate-every {cfg.validate_every} --out {run_dir}"
-    )
+    command = train_command(cfg, run_dir)  # every field: the run's exact command
     meta = {
         "method": cfg.method,
         "n_nodes": env.n_nodes,

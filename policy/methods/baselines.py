@@ -5,9 +5,7 @@ compute is always split by the same KKT allocation (eqs 43-52).
 
 | name | rule |
 |---|---|
-| ``local`` | every CV runs its whole DNN (cut = L_k) |
-| ``offload`` | every CV sends the raw input to the RSU (cut 0, node 0) |
-| ``random`` | uniform over each CV's valid actions |
+| ``local``, ``offload``, ``random`` | not here: the vehicle's own deciders (splitrt.edge_runtime.decide.deciders) run per CV (splitrt.policy.methods.live_rules): every CV runs its whole DNN; sends the raw input to the RSU (cut 0, node 0); uniform over its valid actions |
 | ``greedy`` | the paper's greedy: cut where the transmitted tensor is smallest, offload to the reachable node with the shortest queue (splitrt.edge_runtime.decide.deciders.greedy_choice) |
 | ``neurosurgeon`` | each CV alone picks the (cut, node) of least estimated latency from this slot's rates, queues and device speeds, ignoring the other CVs (no waiting term, no allocation: it counts on the RSU's fair share F / K for its type) |
 | ``ga`` | genetic algorithm per slot (defaults: population 50, 50 generations, crossover 0.9, elites 2) (after Sun et al., TVT 2018, as the paper uses it): chromosome = every CV's action (phi, xi), fitness = the slot objective (below, default P2(t)); random valid initial population of ``population``, binary tournament selection, uniform crossover with probability ``crossover``, per-gene mutation to a random valid action with probability ``mutation`` (default 1/N), ``elites`` best kept, ``generations`` rounds; returns the best chromosome seen. ``budget`` > 0 fixes the objective evaluations per slot instead (see `Genetic`) |
@@ -31,6 +29,7 @@ import math
 import numpy as np
 
 from splitrt.edge_runtime.decide.deciders import greedy_choice
+from splitrt.edge_runtime.sysmodel.observation import ValidSampler
 from splitrt.policy.methods.registry import MethodNotApplicable
 from splitrt.policy.sim.env import SlotView, VecEnv
 from splitrt.policy.sim.slot import SlotOutcome
@@ -46,46 +45,6 @@ def slot_objective(outcome: SlotOutcome, objective_v: float = 0.0) -> np.ndarray
 
 def _all(view: SlotView, actions: np.ndarray) -> np.ndarray:
     return np.broadcast_to(np.asarray(actions, dtype=np.int64), view.mask.shape[:2]).copy()
-
-
-class LocalOnly:
-    name = "local"
-
-    def reset(self, env: VecEnv, seed: int | None) -> None:
-        pass
-
-    def act(self, obs: np.ndarray, state: np.ndarray, mask: np.ndarray, view: SlotView) -> np.ndarray:
-        return _all(view, view.local_actions())
-
-
-class FullOffload:
-    name = "offload"
-
-    def reset(self, env: VecEnv, seed: int | None) -> None:
-        pass
-
-    def act(self, obs: np.ndarray, state: np.ndarray, mask: np.ndarray, view: SlotView) -> np.ndarray:
-        return _all(view, 0)  # cut 0, node 0: the raw input to the RSU, always reachable
-
-
-def sample_valid(rng: np.random.Generator, mask: np.ndarray, shape: tuple[int, ...] = ()) -> np.ndarray:
-    """Uniform draws among the True entries of ``mask`` (..., A): result (*shape, ...)."""
-    scores = np.where(mask, rng.random((*shape, *mask.shape)), -1.0)
-    return scores.argmax(axis=-1)
-
-
-class RandomChoice:
-    name = "random"
-
-    def __init__(self, seed: int | None = None) -> None:
-        self._seed = seed
-        self.rng = np.random.default_rng(seed)
-
-    def reset(self, env: VecEnv, seed: int | None) -> None:
-        self.rng = np.random.default_rng(seed if self._seed is None else self._seed)
-
-    def act(self, obs: np.ndarray, state: np.ndarray, mask: np.ndarray, view: SlotView) -> np.ndarray:
-        return sample_valid(self.rng, mask)
 
 
 class Greedy:
@@ -182,13 +141,10 @@ class Genetic:
         rng = self.rng
         p, e, n = self.population, mask.shape[0], mask.shape[1]
         p_mut = self.mutation if self.mutation > 0 else 1.0 / n
-        # Valid actions of every CV, listed first by a stable sort: draw the r-th with r < count.
-        order = np.argsort(~mask, axis=-1, kind="stable")
-        counts = mask.sum(axis=-1)
+        sampler = ValidSampler(mask)  # every CV's valid actions
 
         def draw(shape: tuple[int, ...]) -> np.ndarray:
-            r = (rng.random((*shape, e, n)) * counts).astype(np.int64)
-            return np.take_along_axis(np.broadcast_to(order, (*shape, *order.shape)), r[..., None], axis=-1)[..., 0]
+            return sampler.draw(rng, shape)
 
         pop = draw((p,))  # (P, E, N)
         if self.seed_heuristics:

@@ -37,11 +37,14 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from splitrt.edge_runtime.configfields import helps as field_helps
+from splitrt.edge_runtime.configfields import setting
 from splitrt.edge_runtime.errors import SplitrtError
+from splitrt.edge_runtime.sysmodel.channel import V2I_GAIN_DB, V2V_GAIN_DB
 from splitrt.policy.sim.profiles import DATA_DIR, reference_speed_flops_per_s
 
 ARRIVALS = ("paper", "bernoulli", "poisson")
@@ -49,7 +52,9 @@ MOBILITY = ("highway", "sumo", "fcd")
 
 
 def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+    """A scenario setting: set with ``--set KEY=VALUE`` (`parse_overrides`), not a flag of its own;
+    the same field metadata as every other config (splitrt.edge_runtime.configfields)."""
+    return setting(default, help=help, cli=False)
 
 
 @dataclass(frozen=True)
@@ -66,10 +71,10 @@ class Scenario:
     bandwidth_hz: float = _f(10e6, "channel bandwidth B in Hz")
     noise_dbm: float = _f(-114.0, "noise power sigma^2 in dBm")
     tx_power_dbm: float = _f(23.0, "CV transmit power p in dBm")
-    v2i_gain_intercept_db: float = _f(-38.4, "V2I path gain intercept in dB (eq 2)")
-    v2i_gain_slope_db: float = _f(-21.0, "V2I path gain per decade of distance in dB (eq 2)")
-    v2v_gain_intercept_db: float = _f(-44.23, "V2V path gain intercept in dB (eq 2)")
-    v2v_gain_slope_db: float = _f(-16.7, "V2V path gain per decade of distance in dB (eq 2)")
+    v2i_gain_intercept_db: float = _f(V2I_GAIN_DB[0], "V2I path gain intercept in dB (eq 2)")
+    v2i_gain_slope_db: float = _f(V2I_GAIN_DB[1], "V2I path gain per decade of distance in dB (eq 2)")
+    v2v_gain_intercept_db: float = _f(V2V_GAIN_DB[0], "V2V path gain intercept in dB (eq 2)")
+    v2v_gain_slope_db: float = _f(V2V_GAIN_DB[1], "V2V path gain per decade of distance in dB (eq 2)")
     cv_flops_per_s: tuple[float, float] = _f((4e9, 6e9), "CV compute f_loc ~ U[lo, hi] in FLOP/s")
     sv_flops_per_s: tuple[float, float] = _f((6e9, 8e9), "SV compute f_veh ~ U[lo, hi] in FLOP/s")
     rsu_flops_per_s: float = _f(30e9, "RSU compute f_rsu_max in FLOP/s, shared by DNN types (eq 26)")
@@ -307,7 +312,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def describe(scenario: Scenario) -> str:
     """A table of every setting: name, value, help (for ``--show-scenario``)."""
-    rows = [(f.name, repr(getattr(scenario, f.name)), f.metadata.get("help", "")) for f in dataclasses.fields(scenario)]
+    helps = field_helps(Scenario)
+    rows = [(f.name, repr(getattr(scenario, f.name)), helps[f.name]) for f in dataclasses.fields(scenario)]
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows)

@@ -47,6 +47,7 @@ import numpy as np
 
 from splitrt.edge_runtime.sysmodel import lyapunov
 from splitrt.edge_runtime.sysmodel.allocation import allocate_rsu
+from splitrt.edge_runtime.sysmodel.arrivals import per_queue, task_arrivals
 from splitrt.edge_runtime.sysmodel.channel import path_gain_db, rate_bps, transmission_delay_s
 from splitrt.policy.sim.scenario import Scenario
 from splitrt.policy.sim.workloads import Workload
@@ -259,15 +260,16 @@ def evaluate_slot(tables: Tables, state: SlotState, actions: np.ndarray) -> Slot
     agents = np.arange(tables.n_agents)
 
     m = np.asarray(state.tasks, dtype=np.float64)  # (E, N)
-    has = m > 0
-    offload = (cut < tables.n_cuts - 1) & has
-    runs_local = (cut > 0) & has
-    b = np.where(runs_local, tables.local_flops[agents, cut] * m, 0.0)
+    offload, runs_local, b, to_rsu, w_rsu, to_sv, w_sv = task_arrivals(
+        cut,
+        node,
+        tables.n_cuts,
+        tables.local_flops[agents, cut],
+        tables.rsu_flops[agents, cut],
+        tables.sv_flops[agents, cut],
+        m,
+    )
     data = np.where(offload, tables.cut_bytes[agents, cut] * m, 0.0)
-    to_rsu = offload & (node == 0)
-    to_sv = offload & (node > 0)
-    w_rsu = np.where(to_rsu, tables.rsu_flops[agents, cut] * m, 0.0)
-    w_sv = np.where(to_sv, tables.sv_flops[agents, cut] * m, 0.0)
 
     # eq 7: local delay; eq 4-5: transmission to the chosen node
     local_s = np.where(runs_local, (state.q_loc_flops + b) / state.cv_flops_per_s, 0.0)
@@ -275,8 +277,8 @@ def evaluate_slot(tables: Tables, state: SlotState, actions: np.ndarray) -> Slot
     tx_s = transmission_delay_s(data, rate)
 
     # RSU: per-type work, P3 allocation (eqs 43-52), eqs 9 + 11
-    w_k = np.sum(w_rsu[..., :, None] * tables.type_onehot, axis=-2)  # (..., E, K)
-    n_k = np.sum(to_rsu[..., :, None] * tables.type_onehot, axis=-2)
+    w_k = per_queue(w_rsu, tables.type_onehot)  # (..., E, K)
+    n_k = per_queue(to_rsu, tables.type_onehot)
     q_rsu = state.q_rsu_flops
     f_k = allocate_rsu(
         np.broadcast_to(q_rsu, w_k.shape),

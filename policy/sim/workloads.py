@@ -24,27 +24,25 @@ from the RSU's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from splitrt.edge_runtime.compute.profile import Profile
 from splitrt.edge_runtime.formats.manifest import Manifest
-from splitrt.edge_runtime.formats.work import WorkTable
+from splitrt.edge_runtime.formats.work import ModelWork, WorkTable
 from splitrt.policy.sim.profiles import SHIPPED_MANIFESTS, load_manifest, load_profile, reference_speed_flops_per_s
 from splitrt.policy.sim.scenario import Scenario
 
 
 @dataclass(frozen=True, eq=False)
-class Workload:
-    """One DNN type's per-cut table (see the module docstring); arrays of length n_cuts = L_k + 1."""
+class Workload(ModelWork):
+    """One DNN type's per-cut table (see the module docstring); arrays of length n_cuts = L_k + 1.
+    The work a live node and the controller read (`ModelWork`, a work table's row) plus what the
+    simulator needs besides: the bytes at every cut and where the numbers came from."""
 
-    model: str
-    cut_bytes: np.ndarray
-    local_flops: np.ndarray
-    rsu_flops: np.ndarray
-    sv_flops: np.ndarray
-    source: str
+    cut_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    source: str = ""
 
     @property
     def n_cuts(self) -> int:
@@ -54,7 +52,7 @@ class Workload:
     def from_manifest(cls, manifest: Manifest) -> Workload:
         before = manifest.flops_before().astype(np.float64)
         after = manifest.flops_after().astype(np.float64)
-        return cls(manifest.model, manifest.cut_bytes().astype(np.float64), before, after, after.copy(), "eq6")
+        return cls(manifest.model, before, after, after.copy(), manifest.cut_bytes().astype(np.float64), "eq6")
 
     @classmethod
     def from_profiles(
@@ -69,10 +67,10 @@ class Workload:
             prof.check_manifest(manifest)
         return cls(
             manifest.model,
-            manifest.cut_bytes().astype(np.float64),
             vehicle.head_s * vehicle_ref_flops_per_s,
             rsu.tail_s * rsu_ref_flops_per_s,
             vehicle.tail_s * vehicle_ref_flops_per_s,
+            manifest.cut_bytes().astype(np.float64),
             f"profiles:{vehicle.path}|{rsu.path}",
         )
 

@@ -20,20 +20,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-#: How each method decides on a live vehicle (splitrt.edge_runtime.decide.deciders specs); learned methods use
-#: their ONNX policy. Planners that need every CV's state at once run in the simulator only.
-LIVE_DECIDERS = {"local": "local", "offload": "offload", "greedy": "greedy", "random": "random"}
-LEARNED = ("mad2rl", "pqmix")
 DEFAULT_METHODS = "mad2rl,greedy,local,offload"
 #: Warn when other processes already keep the CPUs this busy (percent) before the run.
 OTHER_LOAD_WARN = 25.0
-SIM_ONLY = {
-    "ga": "a centralised per-slot planner (needs every CV's links and queues at once): simulator only",
-    "p2-optimal": "a centralised exhaustive planner: simulator only",
-    "best-known": "a centralised exhaustive/GA planner of the completion-time reference: simulator only",
-    "lower-bound": "a floor on completion time, not a policy: simulator only",
-    "neurosurgeon": "needs every node's speed and the RSU's share on the vehicle: simulator only for now",
-}
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -41,8 +30,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--methods",
         default=None,
-        help="comma-separated methods (live: mad2rl, pqmix, local, offload, greedy, random; default "
-        f"{DEFAULT_METHODS}; with --report-only: every method directory in DIR)",
+        help="comma-separated methods (those with a live form in splitrt.policy.methods.registry: mad2rl, "
+        f"pqmix, local, offload, greedy, random; default {DEFAULT_METHODS}; with --report-only: every method "
+        "directory in DIR)",
     )
     p.add_argument("--slots", type=int, default=None, help="slots T (default: the preset's)")
     p.add_argument("--v", type=float, default=None, help="Lyapunov V (default: the preset's)")
@@ -122,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
 
     from splitrt.edge_runtime.errors import SplitrtError
     from splitrt.policy.methods.learned import TRAINED_DIR, find_policy
-    from splitrt.policy.methods.registry import MethodNotApplicable
+    from splitrt.policy.methods.registry import METHODS, MethodNotApplicable, live_methods
     from splitrt.tools.hil import report
     from splitrt.tools.hil.plan import MAX_CPU_LOAD, ensure_exports, make_plan
     from splitrt.tools.hil.rebuild import write_config
@@ -144,19 +134,20 @@ def main(args: argparse.Namespace) -> int:
     chosen: dict[str, tuple[str, dict[str, str]]] = {}
     skipped: dict[str, str] = {}
     for m in methods:
-        if m in LIVE_DECIDERS:
-            chosen[m] = (LIVE_DECIDERS[m], {})
-        elif m in LEARNED:
+        spec = METHODS.get(m)
+        if spec is None:
+            raise SplitrtError(f"--methods: unknown method {m!r}; live: {', '.join(live_methods())}")
+        if spec.learned:
             try:
                 directory = policies.get(m) or find_policy(TRAINED_DIR, m, base)
             except MethodNotApplicable as exc:
                 skipped[m] = str(exc)
                 continue
             chosen[m] = (f"policy:{directory}", {"policy": str(directory), "match": "shape"})
-        elif m in SIM_ONLY:
-            skipped[m] = SIM_ONLY[m]
+        elif spec.live is not None:
+            chosen[m] = (spec.live, {})
         else:
-            raise SplitrtError(f"--methods: unknown method {m!r}; live: {', '.join([*LEARNED, *LIVE_DECIDERS])}")
+            skipped[m] = f"{spec.sim_only}: simulator only"
     if not chosen:
         raise SplitrtError("none of --methods can run live: " + "; ".join(f"{m}: {why}" for m, why in skipped.items()))
     for m, why in skipped.items():

@@ -18,59 +18,13 @@ from pathlib import Path
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    from splitrt.edge_runtime.configfields import add_flags
+    from splitrt.edge_runtime.node.config import ServerConfig
+
     p.add_argument(
         "--segments", type=Path, nargs="+", required=True, metavar="DIR", help="export directories (one per DNN type)"
     )
-    p.add_argument(
-        "--bind", default="tcp://0.0.0.0:5555", help="ZeroMQ endpoint to bind (tcp://127.0.0.1:* picks a free port)"
-    )
-    p.add_argument(
-        "--role", choices=["rsu", "sv"], default="rsu", help="rsu: per-type queues + KKT shares; sv: one FIFO"
-    )
-    p.add_argument("--name", default="", help="node name reported in replies (default: ROLE-PID)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per session")
-    p.add_argument("--workers", type=int, default=1, help="tasks computed concurrently")
-    p.add_argument("--slot-s", type=float, default=1.0, help="slot length tau in seconds (allocation period)")
-    p.add_argument("--v", type=float, default=10.0, help="Lyapunov trade-off V of the allocation (P3)")
-    p.add_argument(
-        "--capacity-flops",
-        type=float,
-        default=None,
-        metavar="FLOP/S",
-        help="RSU compute F = f_rsu_max in FLOP/s (default: workers x mean effective FLOP/s of the models, "
-        "from DIR/profile.json when it matches, else a start-up calibration)",
-    )
-    p.add_argument(
-        "--discipline",
-        choices=["sfq", "containers"],
-        default="sfq",
-        help="sfq: one task at a time, shares enforced over worker time; containers: one FIFO per type, "
-        "each task held until its type's container (at f_k) has done its work (the paper's RSU)",
-    )
-    p.add_argument("--queue-limit", type=int, default=64, help="tasks per queue (queued + running) before 'busy'")
-    p.add_argument(
-        "--resolve-s",
-        type=float,
-        default=None,
-        help="rsu: re-solve the allocation after arrivals at most this often (default: slot / 10)",
-    )
-    p.add_argument("--grace-s", type=float, default=10.0, help="on shutdown, wait this long for running tasks")
-    p.add_argument("--calibration-runs", type=int, default=3, help="timed chain passes per model at start-up")
-    p.add_argument("--provider", default="cpu", help="execution provider: cpu, cuda or tensorrt")
-    p.add_argument("--speed-factor", type=float, default=1.0, help="emulate a node this many times slower")
-    p.add_argument(
-        "--speed-mode",
-        choices=["auto", "cgroup", "stretch", "pace"],
-        default="auto",
-        help="how --speed-factor is emulated (pace: each segment takes factor x its profiled time)",
-    )
-    p.add_argument(
-        "--max-message-bytes",
-        type=int,
-        default=None,
-        metavar="BYTES",
-        help="largest ZeroMQ frame accepted; a bigger one disconnects its sender (default: the largest cut tensor)",
-    )
+    add_flags(p, ServerConfig)  # every ServerConfig field but start_unix_s (filled in from --start-at)
     p.add_argument(
         "--curve-secret",
         type=Path,
@@ -85,13 +39,6 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help="with --curve-secret: serve only vehicles whose public key file (NAME.key) is in DIR",
-    )
-
-    p.add_argument(
-        "--speed-profile-dir",
-        default="",
-        metavar="DIR",
-        help="pace: reference profiles DIR/<model>/profile.json (default: each --segments DIR's profile.json)",
     )
     live = p.add_argument_group("live experiment")
     live.add_argument("--telemetry", default=None, metavar="mqtt://HOST:PORT", help="MQTT broker for telemetry")
@@ -115,42 +62,28 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     import dataclasses
+    import os
     import time
 
     import psutil
 
+    from splitrt.edge_runtime.configfields import from_args
     from splitrt.edge_runtime.experiment.clock import SlotClock, parse_start_at
     from splitrt.edge_runtime.experiment.participant import NodeTelemetry, resolve_start, write_stats
     from splitrt.edge_runtime.formats.work import WorkTable
     from splitrt.edge_runtime.lifecycle import StatusFile
     from splitrt.edge_runtime.link.security import ServerSecurity
-    from splitrt.edge_runtime.node.server import ServerConfig, serve
+    from splitrt.edge_runtime.node.config import ServerConfig
+    from splitrt.edge_runtime.node.process import serve
 
     security = ServerSecurity.from_files(args.curve_secret, args.allow)
 
-    config = ServerConfig(
-        bind=args.bind,
-        role=args.role,
-        name=args.name,
-        threads=args.threads,
-        workers=args.workers,
-        slot_s=args.slot_s,
-        v=args.v,
-        capacity_flops_per_s=args.capacity_flops,
-        queue_limit=args.queue_limit,
-        resolve_s=args.resolve_s,
-        grace_s=args.grace_s,
-        calibration_runs=args.calibration_runs,
-        providers=(args.provider,),
-        speed_factor=args.speed_factor,
-        speed_mode=args.speed_mode,
-        max_message_bytes=args.max_message_bytes,
-        speed_profile_dir=args.speed_profile_dir,
-        discipline=args.discipline,
-    )
+    # the node's name is filled in here (the flag's default "" names it ROLE-PID), start_unix_s
+    # by before_run once the epoch is known
+    name = args.name or f"{args.role}-{os.getpid()}"
+    config = from_args(ServerConfig, args, name=name)
     start_at = parse_start_at(args.start_at)
     work = WorkTable.load(args.work) if args.work else None
-    name = args.name or f"{args.role}-{__import__('os').getpid()}"
     telemetry = NodeTelemetry(args.telemetry, args.experiment, name, args.role) if args.telemetry else None
     final: dict = {}
 
@@ -181,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
     hooks = [telemetry.on_slot] if telemetry is not None else []
     try:
         return serve(
-            dataclasses.replace(config, name=name),
+            config,
             args.segments,
             on_ready=ready,
             security=security,
@@ -190,7 +123,7 @@ def main(args: argparse.Namespace) -> int:
             before_run=before_run,
         )
     finally:
-        stats: dict = {"node": name, "role": args.role}
+        stats: dict = {"node": name, "role": config.role}
         stats["cpu_s"] = sum(psutil.Process().cpu_times()[:2])  # user + system
         if "server" in final:
             stats["snapshot"] = final["server"].snapshot()

@@ -7,7 +7,6 @@ checkpoint.pt (resume with --resume) and OUT/policy/ (policy.onnx + policy.json)
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from pathlib import Path
 
 #: TrainConfig fields whose default is the scenario preset's value (demo: 3 CVs, 2 SVs).
@@ -15,22 +14,11 @@ PRESET_FIELDS = {"cvs": "n_cvs", "svs": "n_svs", "v": "v"}
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    from splitrt.edge_runtime.configfields import add_flags
     from splitrt.policy.learn.config import TrainConfig
 
-    helps = TrainConfig.help()
-    defaults = TrainConfig()
-    for f in fields(TrainConfig):
-        default = getattr(defaults, f.name)
-        kind = type(default)
-        shown = default
-        if f.name in PRESET_FIELDS:  # these follow --preset unless given
-            default, shown = None, "the preset's"
-        p.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            type=kind,
-            default=default,
-            help=f"{helps.get(f.name, '')} (default: {shown})",
-        )
+    # every TrainConfig field; the PRESET_FIELDS follow --preset unless given
+    add_flags(p, TrainConfig, unset={k: "the preset's" for k in PRESET_FIELDS}, show_defaults=True)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -39,12 +27,14 @@ def configure(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import time
 
+    from splitrt.edge_runtime.configfields import from_args
     from splitrt.edge_runtime.errors import SplitrtError
-    from splitrt.policy.learn.train import TrainConfig, train
+    from splitrt.policy.learn.config import TrainConfig
+    from splitrt.policy.learn.train import train
     from splitrt.tools.cli.paths import output_dir
 
-    values = resolve_preset_fields({f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    cfg = TrainConfig(**values)
+    preset_values = resolve_preset_fields(vars(args))
+    cfg = from_args(TrainConfig, args, **{k: preset_values[k] for k in PRESET_FIELDS})
     _check_device(cfg.device)
     if args.resume and not (args.out / "checkpoint.pt").is_file():
         raise SplitrtError(f"--resume: no checkpoint at {args.out / 'checkpoint.pt'} (drop --resume to start afresh)")

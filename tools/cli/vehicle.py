@@ -20,38 +20,13 @@ from pathlib import Path
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    from splitrt.edge_runtime.configfields import add_flags
+    from splitrt.edge_runtime.vehicle.config import VehicleConfig
+
+    live_fields = ("late_tolerance_s",)
     p.add_argument("--segments", type=Path, required=True, metavar="DIR", help="this vehicle's export directory")
-    p.add_argument(
-        "--edge",
-        action="append",
-        required=True,
-        metavar="tcp://HOST:PORT",
-        help="an edge node (repeat; order = node index)",
-    )
-    p.add_argument(
-        "--decider",
-        default="greedy",
-        help="local | offload[@J] | fixed:K[@J] | greedy[:K] | random | policy:DIR (K = cut, J = node index, "
-        "DIR = a trained policy: policy.onnx + policy.json)",
-    )
-    p.add_argument("--slots", type=int, default=30, help="slots to generate tasks in")
-    p.add_argument("--slot-s", type=float, default=1.0, help="slot length in seconds")
-    p.add_argument(
-        "--arrivals", default="per-slot", help="per-slot (one task per slot) or poisson:RATE (mean tasks per slot)"
-    )
-    p.add_argument("--timeout-s", type=float, default=5.0, help="give up on a node's reply after this long")
+    add_flags(p, VehicleConfig, exclude=live_fields)  # every VehicleConfig field but state_lead_s
     p.add_argument("--out", type=Path, default=None, metavar="FILE", help="append one JSON line per task here")
-    p.add_argument("--encoding", choices=["fp32", "fp16", "int8"], default="fp32", help="payload encoding")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per session")
-    p.add_argument("--provider", default="cpu", help="execution provider: cpu, cuda or tensorrt")
-    p.add_argument("--speed-factor", type=float, default=1.0, help="emulate a device this many times slower")
-    p.add_argument(
-        "--speed-mode",
-        choices=["auto", "cgroup", "stretch", "pace"],
-        default="auto",
-        help="cgroup: CPU quota of 1/X (root); stretch: idle X-1 times each segment; pace: every segment takes "
-        "X times its profiled time (--speed-profile); auto: cgroup where allowed",
-    )
     p.add_argument(
         "--speed-profile",
         type=Path,
@@ -59,10 +34,6 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="pace: the reference profile of this device (default: the export's profile.json)",
     )
-    p.add_argument("--verify", action="store_true", help="compare every result with the whole model's output")
-    p.add_argument("--id", default="v0", help="vehicle id (task ids are ID-N)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the inputs and of Poisson arrivals")
-    p.add_argument("--connect-s", type=float, default=5.0, help="wait this long for the edge connections at start")
     p.add_argument(
         "--journal",
         type=Path,
@@ -88,7 +59,6 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the edge node's public key NAME.key (once for all --edge, or once per --edge in order)",
     )
-    p.add_argument("--warmup-runs", type=int, default=0, help="untimed passes of the whole chain before the start")
     live = p.add_argument_group("live experiment")
     live.add_argument("--telemetry", default=None, metavar="mqtt://HOST:PORT", help="MQTT broker for telemetry")
     live.add_argument("--experiment", default="default", help="experiment id (the topics' <exp>)")
@@ -105,9 +75,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     live.add_argument("--trace", type=Path, default=None, help="per-slot positions, link rates, SVs in range (JSON)")
     live.add_argument("--work", type=Path, default=None, help="work table: per-cut FLOPs in the simulator's unit")
-    live.add_argument(
-        "--late-tolerance-s", type=float, default=None, help="a slot boundary noticed later than this is a miss"
-    )
+    add_flags(live, VehicleConfig, only=live_fields)
     live.add_argument("--stats", type=Path, default=None, metavar="FILE", help="write counters here at the end")
     live.add_argument(
         "--status-file",
@@ -123,6 +91,7 @@ def main(args: argparse.Namespace) -> int:
 
     from splitrt.edge_runtime.compute.profile import Profile
     from splitrt.edge_runtime.compute.speed import SpeedEmulation, pace_times
+    from splitrt.edge_runtime.configfields import from_args
     from splitrt.edge_runtime.errors import SplitrtError
     from splitrt.edge_runtime.experiment.clock import parse_start_at
     from splitrt.edge_runtime.experiment.participant import BeaconLag, VehicleTelemetry, resolve_start, write_stats
@@ -132,30 +101,13 @@ def main(args: argparse.Namespace) -> int:
     from splitrt.edge_runtime.formats.work import WorkTable
     from splitrt.edge_runtime.lifecycle import StatusFile
     from splitrt.edge_runtime.link.security import ClientSecurity
-    from splitrt.edge_runtime.vehicle.client import Vehicle, VehicleConfig
+    from splitrt.edge_runtime.vehicle.client import Vehicle
+    from splitrt.edge_runtime.vehicle.config import VehicleConfig
     from splitrt.edge_runtime.vehicle.journal import TaskJournal, default_journal_path
 
-    config = VehicleConfig(
-        edges=tuple(args.edge),
-        vehicle_id=args.id,
-        decider=args.decider,
-        slots=args.slots,
-        slot_s=args.slot_s,
-        arrivals=args.arrivals,
-        timeout_s=args.timeout_s,
-        encoding=args.encoding,
-        threads=args.threads,
-        providers=(args.provider,),
-        speed_factor=args.speed_factor,
-        speed_mode=args.speed_mode,
-        verify=args.verify,
-        seed=args.seed,
-        connect_s=args.connect_s,
-        warmup_runs=args.warmup_runs,
-        late_tolerance_s=args.late_tolerance_s,
-    )
+    config = from_args(VehicleConfig, args)
     manifest = Manifest.load(args.segments)
-    decider = make_vehicle_decider(args.decider, manifest, len(config.edges), args.seed)
+    decider = make_vehicle_decider(config.decider, manifest, len(config.edges), config.seed)
     start_at = parse_start_at(args.start_at)
     trace = LinkTrace.load(args.trace) if args.trace else None
     work = WorkTable.load(args.work).for_model(manifest) if args.work else None
@@ -170,7 +122,9 @@ def main(args: argparse.Namespace) -> int:
         raise SplitrtError(f"--out {args.out} is a directory; give a file for the JSON-lines records")
     journal = None
     if journal_path is not None:
-        journal = TaskJournal.open(journal_path, args.id, records_path=args.out, start={"argv": " ".join(sys.argv)})
+        journal = TaskJournal.open(
+            journal_path, config.vehicle_id, records_path=args.out, start={"argv": " ".join(sys.argv)}
+        )
     telemetry = None
     sinks: list = []
     hooks: dict = {"trace": trace, "work": work, "decider": decider, "security": security, "journal": journal}
@@ -184,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise SplitrtError(f"--out {args.out}: cannot open for writing ({exc.strerror or exc})") from None
         if args.telemetry:
-            telemetry = VehicleTelemetry(args.telemetry, args.experiment, args.id, names)
+            telemetry = VehicleTelemetry(args.telemetry, args.experiment, config.vehicle_id, names)
             sinks.append(telemetry.sink)
             hooks["on_slot"] = [telemetry.on_slot]
         factor = emulation.apply()
@@ -200,14 +154,14 @@ def main(args: argparse.Namespace) -> int:
 
         def ready() -> None:  # called by Vehicle.run after the warm-up and the connections
             if start_at is not None:  # it then waits for the epoch: say so
-                print(f"{args.id}: ready", flush=True)
-            StatusFile(args.status_file).ready(vehicle=args.id)
+                print(f"{config.vehicle_id}: ready", flush=True)
+            StatusFile(args.status_file).ready(vehicle=config.vehicle_id)
 
         vehicle.on_ready = ready
         if start_at is not None:
-            vehicle.start_at = lambda: resolve_start(start_at, args.telemetry, args.experiment, args.id)
+            vehicle.start_at = lambda: resolve_start(start_at, args.telemetry, args.experiment, config.vehicle_id)
         if args.telemetry and start_at is not None:
-            lag = BeaconLag(args.telemetry, args.experiment, f"{args.experiment}-{args.id}-lag")
+            lag = BeaconLag(args.telemetry, args.experiment, f"{args.experiment}-{config.vehicle_id}-lag")
         records = vehicle.run()
     finally:
         emulation.close()
@@ -216,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
                 sink.close()
         if journal is not None:
             journal.close()
-        stats = {"vehicle": args.id, "speed": emulation.describe()}
+        stats = {"vehicle": config.vehicle_id, "speed": emulation.describe()}
         stats["cpu_s"] = sum(psutil.Process().cpu_times()[:2])  # user + system
         if vehicle is not None:
             stats["counters"] = dict(vehicle.counters)
@@ -229,13 +183,13 @@ def main(args: argparse.Namespace) -> int:
         write_stats(args.stats, stats)
     if journal is not None and (journal.recovered or journal.repaired):
         print(
-            f"{args.id}: journal {journal.path}: {len(journal.recovered)} task(s) of the previous run recorded as "
+            f"{config.vehicle_id}: journal {journal.path}: {len(journal.recovered)} task(s) of the previous run recorded as "
             f"failed (vehicle restarted), {journal.repaired} record(s) restored"
         )
-    print(f"{args.id}: {len(records)} tasks")
+    print(f"{config.vehicle_id}: {len(records)} tasks")
     if records:
         print(format_summary(summarize(records)))
-    if args.verify:
+    if config.verify:
         bad = [r["task_id"] for r in records if r["verified"] is False]
         print(
             f"verify: {len(records) - len(bad)} of {len(records)} outputs match the whole model"

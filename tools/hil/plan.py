@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splitrt.edge_runtime.compute.profile import Profile
+from splitrt.edge_runtime.compute.profile import Profile, cut_times
 from splitrt.edge_runtime.errors import SplitrtError
 from splitrt.edge_runtime.formats.manifest import Manifest
 from splitrt.edge_runtime.formats.trace import LinkTrace
@@ -188,10 +188,10 @@ def chained_profiles(exports: Path, models: tuple[str, ...], out_dir: Path) -> d
         for seg in data["segments"]:
             seg["median_s"] *= scale
             seg["p95_s"] *= scale
-        cum = np.concatenate([[0.0], np.cumsum([seg["median_s"] for seg in data["segments"]])])
+        head, tail = cut_times([seg["median_s"] for seg in data["segments"]])
         for cut in data["cuts"]:
-            cut["head_s"] = float(cum[cut["index"]])
-            cut["tail_s"] = float(cum[-1] - cum[cut["index"]])
+            cut["head_s"] = float(head[cut["index"]])
+            cut["tail_s"] = float(tail[cut["index"]])
         data["chain_scale"] = scale
         dst = out_dir / model
         dst.mkdir(parents=True, exist_ok=True)

@@ -36,12 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from splitrt.edge_runtime.configfields import to_argv
 from splitrt.edge_runtime.errors import SplitrtError
 from splitrt.edge_runtime.experiment.clock import SlotClock
 from splitrt.edge_runtime.experiment.controller import ControllerSetup, LyapunovController
 from splitrt.edge_runtime.experiment.recorder import Recorder
 from splitrt.edge_runtime.experiment.telemetry import Publisher
 from splitrt.edge_runtime.formats.records import read_jsonl
+from splitrt.edge_runtime.node.config import ServerConfig
+from splitrt.edge_runtime.vehicle.config import VehicleConfig
 from splitrt.edge_runtime.vehicle.journal import discard_run
 from splitrt.tools.hil import linkem
 from splitrt.tools.hil.broker import EmbeddedBroker, free_port, start_broker, sweep_stale_brokers
@@ -275,38 +278,28 @@ class Experiment:
                 if self.discipline == "containers":
                     factor = 1.0  # the containers hold every task for work / rate: that is the node's speed
                 bind = f"tcp://0.0.0.0:{NODE_PORT}" if self.topology is not None else f"tcp://127.0.0.1:{ports[name]}"
+                node_config = ServerConfig(
+                    bind=bind,
+                    role=role,
+                    name=name,
+                    slot_s=sc.slot_s,
+                    v=sc.v,
+                    capacity_flops_per_s=capacity,
+                    queue_limit=100000,
+                    discipline=self.discipline,
+                    grace_s=5.0,
+                    calibration_runs=1,
+                    speed_factor=factor,
+                    speed_mode=self.speed_mode,
+                    speed_profile_dir=str(plan.profile_dir),
+                )
                 cmd = [
                     *self._prefix(name),
                     *cli_command("--log-level", "INFO"),
                     "serve",
                     "--segments",
                     *model_dirs,
-                    "--bind",
-                    bind,
-                    "--role",
-                    role,
-                    "--name",
-                    name,
-                    "--slot-s",
-                    repr(sc.slot_s),
-                    "--v",
-                    repr(sc.v),
-                    "--capacity-flops",
-                    repr(capacity),
-                    "--queue-limit",
-                    "100000",
-                    "--discipline",
-                    self.discipline,
-                    "--grace-s",
-                    "5",
-                    "--calibration-runs",
-                    "1",
-                    "--speed-factor",
-                    repr(factor),
-                    "--speed-mode",
-                    self.speed_mode,
-                    "--speed-profile-dir",
-                    str(plan.profile_dir),
+                    *to_argv(node_config),
                     "--work",
                     str(work_path),
                     "--telemetry",
@@ -323,40 +316,32 @@ class Experiment:
                 child.wait_ready(START_TIMEOUT_S)
             timeout_s = max(10.0, sc.slots * sc.slot_s)
             for i, cv in enumerate(plan.cvs):
-                edges = [a for node in plan.node_names for a in ("--edge", self._node_endpoint(cv.id, node, ports))]
+                vehicle_config = VehicleConfig(
+                    edges=tuple(self._node_endpoint(cv.id, node, ports) for node in plan.node_names),
+                    vehicle_id=cv.id,
+                    decider=decider,
+                    slots=sc.slots,
+                    slot_s=sc.slot_s,
+                    timeout_s=timeout_s,
+                    seed=plan.seed * 1000 + i,
+                    speed_factor=cv.speed_factor,
+                    speed_mode=self.speed_mode,
+                    warmup_runs=2,
+                    connect_s=60.0,
+                )
                 cmd = [
                     *self._prefix(cv.id),
                     *cli_command("--log-level", "INFO"),
                     "vehicle",
                     "--segments",
                     str(plan.exports / cv.model),
-                    *edges,
+                    *to_argv(vehicle_config),
                     "--node-names",
                     ",".join(plan.node_names),
-                    "--decider",
-                    decider,
-                    "--slots",
-                    str(sc.slots),
-                    "--slot-s",
-                    repr(sc.slot_s),
-                    "--timeout-s",
-                    repr(timeout_s),
                     "--out",
                     str(mdir / f"{cv.id}.jsonl"),
-                    "--id",
-                    cv.id,
-                    "--seed",
-                    str(plan.seed * 1000 + i),
-                    "--speed-factor",
-                    repr(cv.speed_factor),
-                    "--speed-mode",
-                    self.speed_mode,
                     "--speed-profile",
                     str(plan.profile_dir / cv.model / "profile.json"),
-                    "--warmup-runs",
-                    "2",
-                    "--connect-s",
-                    "60",
                     "--trace",
                     str(mdir / "traces" / f"{cv.id}.json"),
                     "--work",

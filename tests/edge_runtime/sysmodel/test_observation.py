@@ -23,3 +23,23 @@ def test_one_vehicle_observation_equals_the_batched_one():
             np.testing.assert_array_equal(one[obs_layout.sv_queue_slice(n_nodes)], q_sv[b].astype(np.float32))
             assert one[obs_layout.own_position_index(n_nodes)] == np.float32(pos[b])
             np.testing.assert_array_equal(one[obs_layout.sv_position_slice(n_nodes)], sv_pos[b].astype(np.float32))
+
+
+def test_valid_sampler_draws_every_valid_action_uniformly_and_nothing_else():
+    from splitrt.edge_runtime.sysmodel.observation import ValidSampler, sample_valid
+
+    mask = np.zeros((2, 3, 8), dtype=bool)
+    mask[0, 0, [1, 4, 6]] = True
+    mask[0, 1, :] = True
+    mask[0, 2, 7] = True
+    mask[1] = np.arange(8) % 2 == 0
+    draws = ValidSampler(mask).draw(np.random.default_rng(0), (20_000,))
+    assert draws.shape == (20_000, 2, 3)
+    assert np.take_along_axis(np.broadcast_to(mask, (20_000, *mask.shape)), draws[..., None], -1).all()
+    for e in range(2):
+        for i in range(3):
+            valid = np.flatnonzero(mask[e, i])
+            counts = np.bincount(draws[:, e, i], minlength=8)[valid]
+            np.testing.assert_allclose(counts / 20_000, 1 / len(valid), atol=0.02)
+    again = sample_valid(np.random.default_rng(0), mask, (20_000,))
+    np.testing.assert_array_equal(again, draws)  # the function is the sampler

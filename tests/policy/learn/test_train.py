@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -36,6 +37,17 @@ def test_run_directory_contents(tiny_run):
     assert meta["obs_dim"] == 5 and [t["model"] for t in meta["types"]] == ["alexnet", "resnet18", "vgg16"]
     assert all(len(t["manifest_sha256"]) == 64 for t in meta["types"])
     assert meta["command"].startswith("splitrt train --method mad2rl")
+    # the exact command: every setting, so that running it reproduces the run's configuration
+    from splitrt.edge_runtime.configfields import from_args
+    from splitrt.policy.learn.config import TrainConfig
+    from splitrt.tools.cli.main import build_parser
+
+    args = build_parser().parse_args(shlex.split(meta["command"])[1:])
+    config = json.loads((tiny_run / "config.json").read_text())
+    rebuilt = from_args(TrainConfig, args)
+    assert {k: v for k, v in vars(rebuilt).items() if k != "device"} == {
+        k: v for k, v in config.items() if k in vars(rebuilt) and k != "device"
+    }
     rows = (tiny_run / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 32 // 8
 

@@ -13,7 +13,7 @@ from splitrt.policy.sim import scenario as config
 from splitrt.policy.sim.env import VecEnv
 
 #: the rule-based methods (the learned ones need a trained policy: tests/policy/test_learned.py)
-BASELINES = [m for m in METHODS if not METHODS[m].startswith("splitrt.policy.methods.learned:")]
+BASELINES = [m for m in METHODS if not METHODS[m].learned]
 
 TINY = config.paper(n_cvs=2, n_svs=2, slots=6)
 
@@ -114,7 +114,7 @@ def test_p2_optimal_is_never_worse_than_any_baseline_on_the_same_slot(scenario):
         for name, value in p2.items():
             assert np.all(p2["p2-optimal"] <= value + 1e-9 * np.abs(value)), name
         # and below every joint action we can think of: a few hundred random ones
-        from splitrt.policy.methods.baselines import sample_valid
+        from splitrt.edge_runtime.sysmodel.observation import sample_valid
 
         cands = sample_valid(rng, mask, (300,))
         assert np.all(p2["p2-optimal"] <= view.evaluate(cands).p2.min(axis=0) + 1e-9)

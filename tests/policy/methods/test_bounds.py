@@ -14,7 +14,7 @@ from splitrt.policy.sim.env import VecEnv
 from splitrt.policy.sim.slot import SlotState
 
 #: every rule-based method and planner (the learned ones need a trained policy of the same shape)
-POLICIES = [m for m in METHODS if not METHODS[m].startswith("splitrt.policy.methods.learned:") and m != "lower-bound"]
+POLICIES = [m for m in METHODS if not METHODS[m].learned and m != "lower-bound"]
 SMALL_OPTIONS = {"ga": {"population": "12", "generations": "6"}, "best-known": {"budget": "300"}}
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from splitrt.edge_runtime.sysmodel import lyapunov
 from splitrt.edge_runtime.sysmodel import observation as layout
-from splitrt.policy.methods.baselines import sample_valid
+from splitrt.edge_runtime.sysmodel.observation import sample_valid
 from splitrt.policy.sim import scenario as config
 from splitrt.policy.sim.env import VecEnv
 

@@ -16,8 +16,30 @@ import pytest
 
 from splitrt.edge_runtime.formats.manifest import sha256_file
 from splitrt.edge_runtime.sysmodel import observation as obs_layout
-from splitrt.tools.arm import check as ac
 from splitrt.tools.arm import device as dev
+from splitrt.tools.arm.check import check, clean_up
+from splitrt.tools.arm.context import (
+    RECORDS_DIR,
+    SRC,
+    Context,
+    mount,
+    remove_tree,
+    result_from_output,
+    start_host_process,
+    wait_ready,
+)
+from splitrt.tools.arm.host import CommandFailed, Host, Undo, parse_mountinfo, under
+from splitrt.tools.arm.report import FAILED, PASSED, SKIPPED, StageResult, summarize
+from splitrt.tools.arm.rootfs import cortex_a72_cpuinfo, device_requirements, mount_rootfs, stage_install
+from splitrt.tools.arm.stages import (
+    Stage,
+    run_emulated_vehicle,
+    run_stages,
+    stage_live_vehicle,
+    stage_machine,
+    stage_policy_decision,
+)
+from splitrt.tools.arm.verdicts import check_vehicle_records, compare_decisions, find_policy
 from tests.onnx_graphs import policy_model
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 @pytest.mark.parametrize("n_cpus", [1, 2, 4])
 def test_cpuinfo_is_cortex_a72_per_processor(n_cpus):
-    processors = dev.parse_cpuinfo(ac.cortex_a72_cpuinfo(n_cpus))
+    processors = dev.parse_cpuinfo(cortex_a72_cpuinfo(n_cpus))
     assert [p["processor"] for p in processors] == [str(i) for i in range(n_cpus)]
     for p in processors:
         assert p["CPU implementer"] == "0x41"  # Arm
@@ -39,7 +61,7 @@ def test_cpuinfo_is_cortex_a72_per_processor(n_cpus):
 
 def test_cpuinfo_refuses_no_processors():
     with pytest.raises(ValueError, match="n_cpus"):
-        ac.cortex_a72_cpuinfo(0)
+        cortex_a72_cpuinfo(0)
 
 
 def test_parse_cpuinfo_of_the_x86_host_has_no_arm_fields():
@@ -58,7 +80,7 @@ def test_hwcap_decoding_and_auxv_parsing():
 
 
 def test_device_requirements_are_the_base_set_without_torch():
-    reqs = ac.device_requirements((ROOT / "pyproject.toml").read_text())
+    reqs = device_requirements((ROOT / "pyproject.toml").read_text())
     names = {r.split(">")[0].split("=")[0].split("<")[0] for r in reqs}
     assert {"setuptools", "numpy", "onnxruntime", "onnx", "pyzmq", "psutil", "paho-mqtt"} <= names
     assert not any(n.startswith("torch") for n in names)
@@ -67,13 +89,13 @@ def test_device_requirements_are_the_base_set_without_torch():
 def test_device_requirements_refuse_torch_in_the_base_set():
     text = '[build-system]\nrequires = ["setuptools"]\n[project]\ndependencies = ["numpy", "torch>=2"]\n'
     with pytest.raises(ValueError, match="torch"):
-        ac.device_requirements(text)
+        device_requirements(text)
 
 
 def test_result_line_is_found_after_other_output():
     out = f"some output\n{dev.RESULT_PREFIX}" + '{"check": "machine", "ok": true}\ntrailing noise\n'
-    assert ac.result_from_output(out) == {"check": "machine", "ok": True}
-    assert ac.result_from_output("no result here\n") is None
+    assert result_from_output(out) == {"check": "machine", "ok": True}
+    assert result_from_output("no result here\n") is None
 
 
 def test_mountinfo_parsing_and_prefixes():
@@ -83,24 +105,24 @@ def test_mountinfo_parsing_and_prefixes():
         "91 90 0:5 /cpuinfo /var/cache/splitrt/arm64-rootfs/proc/cpuinfo rw - tmpfs x rw\n"
         "92 22 0:41 / /mnt/with\\040space rw - tmpfs x rw\n"
     )
-    points = ac.parse_mountinfo(text)
+    points = parse_mountinfo(text)
     assert points[-1] == "/mnt/with space"
     root = "/var/cache/splitrt/arm64-rootfs"
-    assert [p for p in points if ac.under(p, root)] == [f"{root}/proc", f"{root}/proc/cpuinfo"]
-    assert not ac.under("/var/cache/splitrt/arm64-rootfs.partial", root)
+    assert [p for p in points if under(p, root)] == [f"{root}/proc", f"{root}/proc/cpuinfo"]
+    assert not under("/var/cache/splitrt/arm64-rootfs.partial", root)
 
 
 def test_summary_fails_only_on_a_failed_stage():
     ok = [
-        ac.StageResult("machine", ac.PASSED, "aarch64", 1.0),
-        ac.StageResult("policy_decision", ac.PASSED, "pqmix: 8 decisions"),
-        ac.StageResult("clean-up", ac.PASSED),
+        StageResult("machine", PASSED, "aarch64", 1.0),
+        StageResult("policy_decision", PASSED, "pqmix: 8 decisions"),
+        StageResult("clean-up", PASSED),
     ]
-    text, code = ac.summarize(ok, {"qemu": "7.2"})
+    text, code = summarize(ok, {"qemu": "7.2"})
     assert code == 0
     assert "result: PASS; 3 passed" in text
     assert "qemu: 7.2" in text
-    text, code = ac.summarize([*ok, ac.StageResult("segments", ac.FAILED, "rel err 1")])
+    text, code = summarize([*ok, StageResult("segments", FAILED, "rel err 1")])
     assert code == 1
     assert "result: FAIL (segments)" in text
 
@@ -121,7 +143,7 @@ class FakeHost:
         argv = [str(a) for a in argv]
         self.commands.append(argv)
         if self.fail_on and self.fail_on in argv:
-            raise ac.CommandFailed(f"{self.fail_on} failed")
+            raise CommandFailed(f"{self.fail_on} failed")
         if argv[0] == "mount":
             self.mounts.append(argv[-1])
         elif argv[0] == "umount":
@@ -142,29 +164,29 @@ class FakeHost:
         return 0
 
 
-def make_ctx(tmp_path: Path, host) -> ac.Context:
+def make_ctx(tmp_path: Path, host) -> Context:
     rootfs = tmp_path / "cache" / "arm64-rootfs"
     rootfs.mkdir(parents=True)
-    return ac.Context(repo=ROOT, rootfs=rootfs, workdir=tmp_path / "work", host=host, undo=ac.Undo())
+    return Context(repo=ROOT, rootfs=rootfs, workdir=tmp_path / "work", host=host, undo=Undo())
 
 
 def test_stage_statuses_and_prerequisites(tmp_path):
     def boom(ctx):
-        raise ac.CommandFailed("pip exited 1")
+        raise CommandFailed("pip exited 1")
 
     stages = [
-        ac.Stage("a", lambda ctx: "fine"),
-        ac.Stage("b", boom, ("a",)),
-        ac.Stage("c", lambda ctx: "never runs", ("b",)),
-        ac.Stage("d", lambda ctx: "also fine", ("a",)),
+        Stage("a", lambda ctx: "fine"),
+        Stage("b", boom, ("a",)),
+        Stage("c", lambda ctx: "never runs", ("b",)),
+        Stage("d", lambda ctx: "also fine", ("a",)),
     ]
-    results: list[ac.StageResult] = []
-    ac.run_stages(stages, make_ctx(tmp_path, FakeHost()), results, fail_at="d")
+    results: list[StageResult] = []
+    run_stages(stages, make_ctx(tmp_path, FakeHost()), results, fail_at="d")
     assert [(r.name, r.status) for r in results] == [
-        ("a", ac.PASSED),
-        ("b", ac.FAILED),
-        ("c", ac.SKIPPED),
-        ("d", ac.FAILED),
+        ("a", PASSED),
+        ("b", FAILED),
+        ("c", SKIPPED),
+        ("d", FAILED),
     ]
     assert "pip exited 1" in results[1].detail
     assert results[2].detail == "needs b"
@@ -218,7 +240,7 @@ def test_decision_check_reports_the_policy_graphs_decisions(tmp_path, capsys):
     inputs = tmp_path / "inputs.npz"
     assert dev.main(["decision-inputs", "--policy", str(policy), "--out", str(inputs), "--n", "6"]) == 0
     assert dev.main(["decision", "--policy", str(policy), "--inputs", str(inputs)]) == 0
-    result = ac.result_from_output(capsys.readouterr().out)
+    result = result_from_output(capsys.readouterr().out)
     assert result["check"] == "decision" and result["ok"] is True
     data = np.load(inputs)
     assert data["obs"].shape == (6, obs_layout.obs_size(N_NODES)) and data["noise"].shape[1] == STEPS
@@ -244,35 +266,35 @@ def test_decision_comparison_demands_identical_actions_and_close_q():
         "q": [[0.2, 0.7, None], [0.4, None, 0.1, 0.3, 0.2, 0.9]],
     }
     device = {**host, "machine": "aarch64", "q": [[0.2, 0.7 + 1e-7, None], [0.4, None, 0.1, 0.3, 0.2, 0.9]]}
-    detail = ac.compare_decisions(host, device)
+    detail = compare_decisions(host, device)
     assert "2 decisions on aarch64 == x86_64 host" in detail and "cut@node 0@1, 1@2" in detail
-    with pytest.raises(ac.CommandFailed, match="actions differ on 1 of 2 samples; sample 1"):
-        ac.compare_decisions(host, {**device, "actions": [1, 3]})
-    with pytest.raises(ac.CommandFailed, match="q differs by 1.000e-03"):
-        ac.compare_decisions(host, {**device, "q": [[0.2, 0.701, None], host["q"][1]]})
-    with pytest.raises(ac.CommandFailed, match="sample 0: the valid actions differ"):
-        ac.compare_decisions(host, {**device, "q": [[0.2, 0.7, 0.0], host["q"][1]]})
-    with pytest.raises(ac.CommandFailed, match="other samples"):
-        ac.compare_decisions(host, {**device, "models": ["alexnet", "vgg16"]})
+    with pytest.raises(CommandFailed, match="actions differ on 1 of 2 samples; sample 1"):
+        compare_decisions(host, {**device, "actions": [1, 3]})
+    with pytest.raises(CommandFailed, match="q differs by 1.000e-03"):
+        compare_decisions(host, {**device, "q": [[0.2, 0.701, None], host["q"][1]]})
+    with pytest.raises(CommandFailed, match="sample 0: the valid actions differ"):
+        compare_decisions(host, {**device, "q": [[0.2, 0.7, 0.0], host["q"][1]]})
+    with pytest.raises(CommandFailed, match="other samples"):
+        compare_decisions(host, {**device, "models": ["alexnet", "vgg16"]})
 
 
 def test_policy_search_prefers_default_and_fails_without_one(tmp_path):
-    with pytest.raises(ac.CommandFailed, match="no on-device policy under .*policy/trained"):
-        ac.find_policy(tmp_path)
+    with pytest.raises(CommandFailed, match="no on-device policy under .*policy/trained"):
+        find_policy(tmp_path)
     for name in ("zeta", "alpha", "default"):
         (tmp_path / "policy" / "trained" / name).mkdir(parents=True)
         (tmp_path / "policy" / "trained" / name / "policy.json").write_text("{}")
-    assert ac.find_policy(tmp_path) == tmp_path / "policy" / "trained" / "default"
+    assert find_policy(tmp_path) == tmp_path / "policy" / "trained" / "default"
     (tmp_path / "policy" / "trained" / "default" / "policy.json").unlink()
-    assert ac.find_policy(tmp_path) == tmp_path / "policy" / "trained" / "alpha"
+    assert find_policy(tmp_path) == tmp_path / "policy" / "trained" / "alpha"
 
 
 def test_policy_decision_stage_fails_when_no_policy_is_shipped(tmp_path):
     ctx = make_ctx(tmp_path, FakeHost())
     ctx.repo = tmp_path / "repo"
-    results: list[ac.StageResult] = []
-    ac.run_stages([ac.Stage("policy_decision", ac.stage_policy_decision)], ctx, results)
-    assert results[0].status == ac.FAILED  # not silently unavailable
+    results: list[StageResult] = []
+    run_stages([Stage("policy_decision", stage_policy_decision)], ctx, results)
+    assert results[0].status == FAILED  # not silently unavailable
     assert "no on-device policy under" in results[0].detail and "export-policy" in results[0].detail
 
 
@@ -303,9 +325,9 @@ def vehicle_records(kind: str = "remote", n: int = 3, **changes) -> list[dict]:
 
 
 def test_vehicle_records_must_all_complete_as_decided_and_verified():
-    detail = ac.check_vehicle_records(vehicle_records(), n_tasks=3, outcome="remote", cut=4, node=0)
+    detail = check_vehicle_records(vehicle_records(), n_tasks=3, outcome="remote", cut=4, node=0)
     assert detail == "3/3 remote at cut 4 by rsu-7, all verified (max abs err 3.0e-06)"
-    local = ac.check_vehicle_records(vehicle_records("local"), n_tasks=3, outcome="local", cut=8, node=None)
+    local = check_vehicle_records(vehicle_records("local"), n_tasks=3, outcome="local", cut=8, node=None)
     assert local.startswith("3/3 local at cut 8 on the vehicle")
     bad = [
         (vehicle_records()[:2], "expected tasks 0..2 once each"),
@@ -316,15 +338,15 @@ def test_vehicle_records_must_all_complete_as_decided_and_verified():
         (vehicle_records(cut=5), "not cut 4, node 0"),
     ]
     for records, message in bad:
-        with pytest.raises(ac.CommandFailed, match=message):
-            ac.check_vehicle_records(records, n_tasks=3, outcome="remote", cut=4, node=0)
-    with pytest.raises(ac.CommandFailed, match="local compute > 0, none remote"):
-        ac.check_vehicle_records(
+        with pytest.raises(CommandFailed, match=message):
+            check_vehicle_records(records, n_tasks=3, outcome="remote", cut=4, node=0)
+    with pytest.raises(CommandFailed, match="local compute > 0, none remote"):
+        check_vehicle_records(
             vehicle_records("local", remote_compute_s=0.1), n_tasks=3, outcome="local", cut=8, node=None
         )
 
 
-class VehicleFailsHost(ac.Host):
+class VehicleFailsHost(Host):
     """Real host processes (the fake RSU), fake mounts, and a vehicle (chroot) that fails."""
 
     def __init__(self) -> None:
@@ -333,7 +355,7 @@ class VehicleFailsHost(ac.Host):
 
     def run(self, argv, **kwargs) -> str:
         if str(argv[0]) == "chroot":
-            raise ac.CommandFailed("`splitrt vehicle` exited 1: connection refused")
+            raise CommandFailed("`splitrt vehicle` exited 1: connection refused")
         return ""  # mount
 
     def start(self, argv, **kwargs) -> subprocess.Popen:
@@ -359,9 +381,9 @@ def test_live_vehicle_stops_the_rsu_when_the_vehicle_fails(tmp_path):
     )
     rsu.chmod(0o755)
     ctx.host_python = str(rsu)
-    results: list[ac.StageResult] = []
-    ac.run_stages([ac.Stage("live_vehicle", ac.stage_live_vehicle)], ctx, results)
-    assert results[0].status == ac.FAILED
+    results: list[StageResult] = []
+    run_stages([Stage("live_vehicle", stage_live_vehicle)], ctx, results)
+    assert results[0].status == FAILED
     assert "`splitrt vehicle` exited 1" in results[0].detail
     assert "RSU log: rsu-1: rsu serving resnet18 | listening tcp://127.0.0.1:5999" in results[0].detail
     assert len(host.started) == 1 and host.started[0].poll() is not None  # stopped by the stage itself
@@ -376,30 +398,30 @@ def test_emulated_vehicle_starts_without_a_previous_checks_records_or_journal(tm
             return ""
 
     ctx = make_ctx(tmp_path, VehicleHost())
-    stale = ctx.inside(f"{ac.RECORDS_DIR}/fixed.jsonl")
+    stale = ctx.inside(f"{RECORDS_DIR}/fixed.jsonl")
     stale.parent.mkdir(parents=True)
     stale.write_text(json.dumps({"index": 7}) + "\n")
     Path(f"{stale}.journal").write_text("{}\n")
-    assert ac.run_emulated_vehicle(ctx, "tcp://127.0.0.1:1", "fixed", "fixed:6") == [{"index": 0}]
+    assert run_emulated_vehicle(ctx, "tcp://127.0.0.1:1", "fixed", "fixed:6") == [{"index": 0}]
 
 
 def test_wait_ready_returns_the_endpoint_or_names_the_failure(tmp_path):
-    host = ac.Host(echo=False)
-    ctx = ac.Context(repo=ROOT, rootfs=tmp_path / "rootfs", workdir=tmp_path, host=host, undo=ac.Undo())
+    host = Host(echo=False)
+    ctx = Context(repo=ROOT, rootfs=tmp_path / "rootfs", workdir=tmp_path, host=host, undo=Undo())
 
     def child(body: str, name: str):
         code = f"import sys, time; from splitrt.edge_runtime.lifecycle import StatusFile; s = StatusFile(sys.argv[1]); {body}"
-        return ac.start_host_process(ctx, [sys.executable, "-c", code, str(tmp_path / f"{name}.status")], f"{name}.log")
+        return start_host_process(ctx, [sys.executable, "-c", code, str(tmp_path / f"{name}.status")], f"{name}.log")
 
     proc = child("print('listening soon'); s.ready(endpoint='tcp://127.0.0.1:4242'); time.sleep(60)", "rsu")
-    assert ac.wait_ready(proc, tmp_path / "rsu.status", tmp_path / "rsu.log", 60)["endpoint"] == "tcp://127.0.0.1:4242"
+    assert wait_ready(proc, tmp_path / "rsu.status", tmp_path / "rsu.log", 60)["endpoint"] == "tcp://127.0.0.1:4242"
     reported = child("s.error('no manifest at x'); raise SystemExit(1)", "bad")
-    with pytest.raises(ac.CommandFailed, match="failed to start: no manifest at x"):
-        ac.wait_ready(reported, tmp_path / "bad.status", tmp_path / "bad.log", 60)
+    with pytest.raises(CommandFailed, match="failed to start: no manifest at x"):
+        wait_ready(reported, tmp_path / "bad.status", tmp_path / "bad.log", 60)
     quits = child("print('bad --segments'); raise SystemExit(1)", "quits")
-    with pytest.raises(ac.CommandFailed, match="exited 1 before it was ready: bad --segments"):
-        ac.wait_ready(quits, tmp_path / "quits.status", tmp_path / "quits.log", 60)
-    assert ac.clean_up(ctx).status == ac.PASSED
+    with pytest.raises(CommandFailed, match="exited 1 before it was ready: bad --segments"):
+        wait_ready(quits, tmp_path / "quits.status", tmp_path / "quits.log", 60)
+    assert clean_up(ctx).status == PASSED
     assert proc.poll() is not None
 
 
@@ -410,16 +432,16 @@ def test_mounts_are_undone_in_reverse_when_a_later_stage_fails(tmp_path):
     host = FakeHost(fail_on="--no-build-isolation")
     ctx = make_ctx(tmp_path, host)
     ctx.workdir.mkdir()
-    ac.mount_rootfs(ctx)
+    mount_rootfs(ctx)
     ctx.undo.push("rm workdir", lambda: __import__("shutil").rmtree(ctx.workdir))
-    (ctx.inside(ac.SRC)).mkdir(parents=True)
-    stages = [ac.Stage("install", ac.stage_install), ac.Stage("machine", ac.stage_machine, ("install",))]
-    results, interrupted = ac.check(ctx, stages)
+    (ctx.inside(SRC)).mkdir(parents=True)
+    stages = [Stage("install", stage_install), Stage("machine", stage_machine, ("install",))]
+    results, interrupted = check(ctx, stages)
     assert not interrupted
     assert [(r.name, r.status) for r in results] == [
-        ("install", ac.FAILED),
-        ("machine", ac.SKIPPED),
-        ("clean-up", ac.PASSED),
+        ("install", FAILED),
+        ("machine", SKIPPED),
+        ("clean-up", PASSED),
     ]
     mounted = [c[-1] for c in host.commands if c[0] == "mount"]
     unmounted = [c[-1] for c in host.commands if c[0] == "umount"]
@@ -438,12 +460,12 @@ def test_clean_up_runs_on_ctrl_c_and_sweeps_foreign_mounts(tmp_path):
     def interrupted_debootstrap(ctx):
         # As if debootstrap's second stage had mounted proc and sys itself and then Ctrl-C came.
         host.mounts += [str(partial / "proc"), str(partial / "sys")]
-        ac.mount(ctx, ["--bind", "/dev"], ctx.inside("/dev"))
+        mount(ctx, ["--bind", "/dev"], ctx.inside("/dev"))
         raise KeyboardInterrupt
 
-    results, interrupted = ac.check(ctx, [ac.Stage("rootfs", interrupted_debootstrap)])
+    results, interrupted = check(ctx, [Stage("rootfs", interrupted_debootstrap)])
     assert interrupted
-    assert [(r.name, r.status) for r in results] == [("rootfs", ac.FAILED), ("clean-up", ac.PASSED)]
+    assert [(r.name, r.status) for r in results] == [("rootfs", FAILED), ("clean-up", PASSED)]
     assert results[0].detail == "interrupted"
     assert host.mounts == ["/", "/proc"]
     unmounted = [c[-1] for c in host.commands if c[0] == "umount"]
@@ -462,9 +484,9 @@ def test_clean_up_reports_what_it_could_not_undo(tmp_path):
     ctx.undo.push("first pushed", lambda: calls.append("first"))
     ctx.undo.push("fails", failing)
     ctx.undo.push("last pushed", lambda: calls.append("last"))
-    result = ac.clean_up(ctx)
+    result = clean_up(ctx)
     assert calls == ["last", "failing", "first"]  # every step tried, last in first out
-    assert result.status == ac.FAILED
+    assert result.status == FAILED
     assert "fails: device busy" in result.detail
 
 
@@ -473,18 +495,18 @@ def test_remove_tree_refuses_a_tree_with_mounts(tmp_path):
     tree = tmp_path / "arm64-rootfs.partial"
     (tree / "dev").mkdir(parents=True)
     host.mounts.append(str(tree / "dev"))
-    with pytest.raises(ac.CommandFailed, match="refusing to delete"):
-        ac.remove_tree(host, tree)
+    with pytest.raises(CommandFailed, match="refusing to delete"):
+        remove_tree(host, tree)
     assert tree.exists()
     host.mounts.remove(str(tree / "dev"))
-    ac.remove_tree(host, tree)
+    remove_tree(host, tree)
     assert not tree.exists()
 
 
 def test_real_host_ends_the_processes_it_started(tmp_path):
-    host = ac.Host(echo=False)
-    ctx = ac.Context(repo=ROOT, rootfs=tmp_path / "rootfs", workdir=tmp_path, host=host, undo=ac.Undo())
-    proc = ac.start_host_process(
+    host = Host(echo=False)
+    ctx = Context(repo=ROOT, rootfs=tmp_path / "rootfs", workdir=tmp_path, host=host, undo=Undo())
+    proc = start_host_process(
         ctx, [sys.executable, "-c", "import time; print('rsu up', flush=True); time.sleep(60)"], "rsu.log"
     )
     assert proc.poll() is None
@@ -492,14 +514,14 @@ def test_real_host_ends_the_processes_it_started(tmp_path):
     while "rsu up" not in (tmp_path / "rsu.log").read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (tmp_path / "rsu.log").read_text() == "rsu up\n"
-    result = ac.clean_up(ctx)
-    assert result.status == ac.PASSED, result.detail
+    result = clean_up(ctx)
+    assert result.status == PASSED, result.detail
     assert proc.poll() is not None  # ended by clean-up, not left behind
     assert host.run([sys.executable, "-c", "print('hi')"]) == "hi\n"
-    with pytest.raises(ac.CommandFailed, match="exited 3") as info:
+    with pytest.raises(CommandFailed, match="exited 3") as info:
         host.run([sys.executable, "-c", "print('out'); raise SystemExit(3)"])
     assert info.value.output == "out\n"
-    with pytest.raises(ac.CommandFailed, match="ran past"):
+    with pytest.raises(CommandFailed, match="ran past"):
         host.run([sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=0.5)
     assert host.end_all() == 0
 
@@ -515,6 +537,6 @@ def test_device_machine_check_refuses_a_non_arm_host():
         timeout=60,
     )
     assert r.returncode == 1
-    result = ac.result_from_output(r.stdout)
+    result = result_from_output(r.stdout)
     assert result is not None and result["ok"] is False
     assert "aarch64" in result["error"]

@@ -1,0 +1,130 @@
+"""The tables of a `splitrt hil` report: the methods' summary records (tools/hil/comparison.py) as
+rows of strings, a header row first (rendered by tools/hil/render.py as markdown, HTML or text).
+
+`results_rows`: completion times measured / simulated / replayed and their gaps; `component_rows`:
+where the time goes; `queue_rows`: backlog and Lyapunov values; `fault_rows`: every fault window and
+the tasks before, during and after it. ``fmt_ms``, ``fmt_share`` and ``fmt_pct`` format one cell
+("-" for a missing value).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from splitrt.tools.hil.simulate import COMPONENTS
+
+
+def fmt_ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1e3:.1f}"
+
+
+def fmt_share(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0%}"
+
+
+def fmt_pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.1f}%"
+
+
+def results_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
+    head = [
+        "method",
+        "links",
+        "tasks gen/done/failed",
+        "measured mean / p50 / p95 ms",
+        "simulated mean / p50 / p95 ms",
+        "gap",
+        "replayed mean ms (gap)",
+        "decisions agree",
+    ]
+    rows = [head]
+    for s in summary:
+        m, si, rp = s["measured"], s["simulated"], s["replayed"]
+        rows.append(
+            [
+                s["method"],
+                s["link_emulation"],
+                f"{s['tasks_generated']}/{s['tasks_completed']}/{s['tasks_failed']}",
+                f"{fmt_ms(m['mean_s'])} / {fmt_ms(m['p50_s'])} / {fmt_ms(m['p95_s'])}",
+                f"{fmt_ms(si['mean_s'])} / {fmt_ms(si['p50_s'])} / {fmt_ms(si['p95_s'])}",
+                fmt_pct(s["gap_pct"]),
+                f"{fmt_ms(rp['mean_s'])} ({fmt_pct(s['replay_gap_pct'])})",
+                "-" if s["decisions_agree"] is None else f"{s['decisions_agree']:.0%}",
+            ]
+        )
+    return rows
+
+
+def component_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
+    rows = [["method", "source", *[c.removesuffix("_s").replace("_", " ") + " ms" for c in COMPONENTS]]]
+    for s in summary:
+        for label, key in (
+            ("measured", "components_measured_s"),
+            ("simulated", "components_simulated_s"),
+            ("replayed", "components_replayed_s"),
+        ):
+            rows.append([s["method"], label, *[fmt_ms(s[key][c]) for c in COMPONENTS]])
+    return rows
+
+
+def queue_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
+    rows = [
+        [
+            "method",
+            "source",
+            "mean backlog GFLOP",
+            "max",
+            "final",
+            "growth GFLOP/slot (2nd half)",
+            "queues",
+            "mean L(Q) GFLOP^2",
+            "mean drift",
+            "mean V sum d",
+            "mean P2",
+        ]
+    ]
+    for s in summary:
+        for label in ("measured", "simulated"):
+            b = s["backlog"][label]
+            ly = s["lyapunov"][label]
+            rows.append(
+                [
+                    s["method"],
+                    label,
+                    *(f"{b[k]:.3f}" if b else "-" for k in ("mean_gflop", "max_gflop", "final_gflop")),
+                    f"{b['growth_gflop_per_slot']:+.3f}" if b else "-",
+                    ("growing" if b.get("growing") else "bounded") if b else "-",
+                    *(
+                        "-" if ly[k] is None else f"{ly[k]:.3g}"
+                        for k in ("mean_lyapunov", "mean_drift", "mean_penalty", "mean_p2")
+                    ),
+                ]
+            )
+    return rows
+
+
+def _tasks_cell(part: dict[str, Any]) -> str:
+    counts = ", ".join(f"{o} {n}" for o, n in part["outcomes"].items() if n)
+    reasons = "; ".join(f"{k} x{n}" for k, n in sorted(part["reasons"].items()))
+    return f"{part['n']}" + (f" ({counts})" if counts else "") + (f" [{reasons}]" if reasons else "")
+
+
+def fault_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per fault window of every method (the report's "Faults" table)."""
+    rows = [["method", "fault", "target", "slots", "duration s", "tasks before", "during", "after"]]
+    for s in summary:
+        for f in s.get("faults", []):
+            a, b = f["start_slot"], f["end_slot"]
+            slots = "-" if a is None else (f"{a}.." if b is None else f"{a}..{b - 1}" if b > a else f"{a}")
+            dur = "open" if f["duration_s"] is None else f"{f['duration_s']:.2f}"
+            rows.append(
+                [
+                    s["method"],
+                    f["kind"],
+                    f["target"],
+                    slots,
+                    dur,
+                    *(_tasks_cell(f["tasks"][p]) for p in ("before", "during", "after")),
+                ]
+            )
+    return rows
