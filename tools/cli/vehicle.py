@@ -127,7 +127,8 @@ def main(args: argparse.Namespace) -> int:
         )
     telemetry = None
     sinks: list = []
-    hooks: dict = {"trace": trace, "work": work, "decider": decider, "security": security, "journal": journal}
+    on_slot: list = []
+    runner_pace_s = None
     emulation = SpeedEmulation(config.speed_factor, config.speed_mode, cpus=config.threads)
     lag = None
     vehicle = None
@@ -140,12 +141,24 @@ def main(args: argparse.Namespace) -> int:
         if args.telemetry:
             telemetry = VehicleTelemetry(args.telemetry, args.experiment, config.vehicle_id, names)
             sinks.append(telemetry.sink)
-            hooks["on_slot"] = [telemetry.on_slot]
+            on_slot.append(telemetry.on_slot)
         factor = emulation.apply()
         if emulation.applied_mode == "pace":
             reference = Profile.load(args.speed_profile or args.segments / "profile.json", manifest)
-            hooks["runner_pace_s"] = pace_times(reference.segment_median_s, config.speed_factor)
-        vehicle = Vehicle(config, manifest, sinks=sinks, runner_speed_factor=factor, **hooks)
+            runner_pace_s = pace_times(reference.segment_median_s, config.speed_factor)
+        vehicle = Vehicle(
+            config,
+            manifest,
+            decider=decider,
+            sinks=sinks,
+            on_slot=on_slot,
+            trace=trace,
+            work=work,
+            security=security,
+            journal=journal,
+            runner_speed_factor=factor,
+            runner_pace_s=runner_pace_s,
+        )
         for record in journal.recovered if journal is not None else ():
             for sink in sinks:  # the tasks a killed run left open, recorded as failed first
                 sink(record)

@@ -270,93 +270,10 @@ class Experiment:
         epoch = float("nan")
         try:
             ports = {name: free_port() for name in plan.node_names} if self.topology is None else {}
-            model_dirs = [str(plan.exports / m) for m in sc.types]
-            for name, role, factor, capacity in [
-                ("rsu", "rsu", plan.rsu_speed_factor, plan.rsu_flops_per_s),
-                *[(sv.name, "sv", sv.speed_factor, sv.flops_per_s) for sv in plan.svs],
-            ]:
-                if self.discipline == "containers":
-                    factor = 1.0  # the containers hold every task for work / rate: that is the node's speed
-                bind = f"tcp://0.0.0.0:{NODE_PORT}" if self.topology is not None else f"tcp://127.0.0.1:{ports[name]}"
-                node_config = ServerConfig(
-                    bind=bind,
-                    role=role,
-                    name=name,
-                    slot_s=sc.slot_s,
-                    v=sc.v,
-                    capacity_flops_per_s=capacity,
-                    queue_limit=100000,
-                    discipline=self.discipline,
-                    grace_s=5.0,
-                    calibration_runs=1,
-                    speed_factor=factor,
-                    speed_mode=self.speed_mode,
-                    speed_profile_dir=str(plan.profile_dir),
-                )
-                cmd = [
-                    *self._prefix(name),
-                    *cli_command("--log-level", "INFO"),
-                    "serve",
-                    "--segments",
-                    *model_dirs,
-                    *to_argv(node_config),
-                    "--work",
-                    str(work_path),
-                    "--telemetry",
-                    self._broker_for(name),
-                    "--experiment",
-                    exp,
-                    "--start-at",
-                    "beacon",
-                    "--stats",
-                    str(mdir / f"{name}.stats.json"),
-                ]
-                nodes.append(self._spawn(name, cmd, logs))
+            self._start_nodes(exp, mdir, logs, work_path, ports, into=nodes)
             for child in nodes:
                 child.wait_ready(START_TIMEOUT_S)
-            timeout_s = max(10.0, sc.slots * sc.slot_s)
-            for i, cv in enumerate(plan.cvs):
-                vehicle_config = VehicleConfig(
-                    edges=tuple(self._node_endpoint(cv.id, node, ports) for node in plan.node_names),
-                    vehicle_id=cv.id,
-                    decider=decider,
-                    slots=sc.slots,
-                    slot_s=sc.slot_s,
-                    timeout_s=timeout_s,
-                    seed=plan.seed * 1000 + i,
-                    speed_factor=cv.speed_factor,
-                    speed_mode=self.speed_mode,
-                    warmup_runs=2,
-                    connect_s=60.0,
-                )
-                cmd = [
-                    *self._prefix(cv.id),
-                    *cli_command("--log-level", "INFO"),
-                    "vehicle",
-                    "--segments",
-                    str(plan.exports / cv.model),
-                    *to_argv(vehicle_config),
-                    "--node-names",
-                    ",".join(plan.node_names),
-                    "--out",
-                    str(mdir / f"{cv.id}.jsonl"),
-                    "--speed-profile",
-                    str(plan.profile_dir / cv.model / "profile.json"),
-                    "--trace",
-                    str(mdir / "traces" / f"{cv.id}.json"),
-                    "--work",
-                    str(work_path),
-                    "--telemetry",
-                    self._broker_for(cv.id),
-                    "--experiment",
-                    exp,
-                    "--start-at",
-                    "beacon",
-                    "--stats",
-                    str(mdir / f"{cv.id}.stats.json"),
-                ]
-                discard_run(mdir / f"{cv.id}.jsonl")  # a previous run's records and journal would be continued
-                vehicles.append(self._spawn(cv.id, cmd, logs))
+            self._start_vehicles(exp, mdir, logs, work_path, ports, decider, into=vehicles)
             for child in vehicles:
                 child.wait_ready(START_TIMEOUT_S)
             if not recorder.subscriber.wait_subscribed(10):
@@ -370,13 +287,7 @@ class Experiment:
             publisher.publish("slot", clock.beacon(0))
             publisher.publish("event", {"event": "start", "method": method, "epoch_unix_s": epoch})
             cpu = self._drive(method, clock, controller, [*nodes, *vehicles], vehicles, done, tc_times, faults)
-            deadline = time.monotonic() + drain_bound_s(plan)
-            for child in vehicles:
-                code = child.wait(max(1.0, deadline - time.monotonic()))
-                if code is None:
-                    raise SplitrtError(f"{child.name} still running long after the last slot: {child.stderr_tail(500)}")
-                if code != 0:
-                    raise SplitrtError(f"{child.name} exited with {code}: {child.stderr_tail(800)}")
+            self._await_vehicles(vehicles)
             publisher.publish("event", {"event": "stop", "method": method})
             for child in nodes:
                 child.terminate(grace_s=10.0)
@@ -390,6 +301,121 @@ class Experiment:
             publisher.close(flush_s=0.5)
         wall_s = time.monotonic() - started
         return self._collect(method, exp, mdir, controller, telemetry, epoch, wall_s, tc_times, cpu)
+
+    def _start_nodes(
+        self, exp: str, mdir: Path, logs: Path, work_path: Path, ports: dict[str, int], *, into: list[Child]
+    ) -> None:
+        """`splitrt serve` for the RSU and every SV, each appended to ``into`` as it starts."""
+        plan, sc = self.plan, self.plan.scenario
+        model_dirs = [str(plan.exports / m) for m in sc.types]
+        for name, role, factor, capacity in [
+            ("rsu", "rsu", plan.rsu_speed_factor, plan.rsu_flops_per_s),
+            *[(sv.name, "sv", sv.speed_factor, sv.flops_per_s) for sv in plan.svs],
+        ]:
+            if self.discipline == "containers":
+                factor = 1.0  # the containers hold every task for work / rate: that is the node's speed
+            bind = f"tcp://0.0.0.0:{NODE_PORT}" if self.topology is not None else f"tcp://127.0.0.1:{ports[name]}"
+            node_config = ServerConfig(
+                bind=bind,
+                role=role,
+                name=name,
+                slot_s=sc.slot_s,
+                v=sc.v,
+                capacity_flops_per_s=capacity,
+                queue_limit=100000,
+                discipline=self.discipline,
+                grace_s=5.0,
+                calibration_runs=1,
+                speed_factor=factor,
+                speed_mode=self.speed_mode,
+                speed_profile_dir=str(plan.profile_dir),
+            )
+            cmd = [
+                *self._prefix(name),
+                *cli_command("--log-level", "INFO"),
+                "serve",
+                "--segments",
+                *model_dirs,
+                *to_argv(node_config),
+                "--work",
+                str(work_path),
+                "--telemetry",
+                self._broker_for(name),
+                "--experiment",
+                exp,
+                "--start-at",
+                "beacon",
+                "--stats",
+                str(mdir / f"{name}.stats.json"),
+            ]
+            into.append(self._spawn(name, cmd, logs))
+
+    def _start_vehicles(
+        self,
+        exp: str,
+        mdir: Path,
+        logs: Path,
+        work_path: Path,
+        ports: dict[str, int],
+        decider: str,
+        *,
+        into: list[Child],
+    ) -> None:
+        """`splitrt vehicle` for every CV (deciding with ``decider``), appended to ``into``."""
+        plan, sc = self.plan, self.plan.scenario
+        timeout_s = max(10.0, sc.slots * sc.slot_s)
+        for i, cv in enumerate(plan.cvs):
+            vehicle_config = VehicleConfig(
+                edges=tuple(self._node_endpoint(cv.id, node, ports) for node in plan.node_names),
+                vehicle_id=cv.id,
+                decider=decider,
+                slots=sc.slots,
+                slot_s=sc.slot_s,
+                timeout_s=timeout_s,
+                seed=plan.seed * 1000 + i,
+                speed_factor=cv.speed_factor,
+                speed_mode=self.speed_mode,
+                warmup_runs=2,
+                connect_s=60.0,
+            )
+            cmd = [
+                *self._prefix(cv.id),
+                *cli_command("--log-level", "INFO"),
+                "vehicle",
+                "--segments",
+                str(plan.exports / cv.model),
+                *to_argv(vehicle_config),
+                "--node-names",
+                ",".join(plan.node_names),
+                "--out",
+                str(mdir / f"{cv.id}.jsonl"),
+                "--speed-profile",
+                str(plan.profile_dir / cv.model / "profile.json"),
+                "--trace",
+                str(mdir / "traces" / f"{cv.id}.json"),
+                "--work",
+                str(work_path),
+                "--telemetry",
+                self._broker_for(cv.id),
+                "--experiment",
+                exp,
+                "--start-at",
+                "beacon",
+                "--stats",
+                str(mdir / f"{cv.id}.stats.json"),
+            ]
+            discard_run(mdir / f"{cv.id}.jsonl")  # a previous run's records and journal would be continued
+            into.append(self._spawn(cv.id, cmd, logs))
+
+    def _await_vehicles(self, vehicles: list[Child]) -> None:
+        """Every vehicle exits 0 within the drain bound after the last slot; else SplitrtError."""
+        deadline = time.monotonic() + drain_bound_s(self.plan)
+        for child in vehicles:
+            code = child.wait(max(1.0, deadline - time.monotonic()))
+            if code is None:
+                raise SplitrtError(f"{child.name} still running long after the last slot: {child.stderr_tail(500)}")
+            if code != 0:
+                raise SplitrtError(f"{child.name} exited with {code}: {child.stderr_tail(800)}")
 
     def _spawn(self, name: str, cmd: list[str], logs: Path) -> Child:
         child = Child(name, cmd, logs, status=True)
