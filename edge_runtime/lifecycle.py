@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,30 @@ def read_status(path: str | Path) -> list[dict[str, Any]]:
             raise SplitrtError(f"{path}:{n}: not a format-{STATUS_FORMAT} status event: {line.strip()[:80]!r}")
         events.append(event)
     return events
+
+
+def wait_ready(
+    path: str | Path,
+    exit_code: Callable[[], int | None],
+    timeout_s: float,
+    name: str,
+    detail: Callable[[], str] = lambda: "",
+    poll_s: float = 0.02,
+) -> dict[str, Any]:
+    """Poll the status file ``path`` of process ``name`` until its first event: the ``ready``
+    event, or SplitrtError with the error it reported, its exit code (``exit_code()`` not None)
+    or the timeout; ``detail()`` (e.g. its log's tail) ends the message. The one reader loop of
+    every harness (tools.processes, the arm check, the real-process tests)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        events = read_status(path)
+        if events:
+            if events[0]["event"] == "ready":
+                return events[0]
+            raise SplitrtError(f"{name} failed to start: {events[0]['message']}")
+        code = exit_code()
+        if code is not None:
+            raise SplitrtError(f"{name} exited with {code} before it was ready: {detail()}")
+        if time.monotonic() > deadline:
+            raise SplitrtError(f"{name}: not ready within {timeout_s:g} s: {detail()}")
+        time.sleep(poll_s)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from splitrt.edge_runtime.lifecycle import read_status
+from splitrt.edge_runtime.lifecycle import wait_ready
 from splitrt.edge_runtime.link.wire import Header, pack, unpack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,15 +70,7 @@ class Proc:
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> dict:
         """The process's ``ready`` status event (`splitrt serve` / `vehicle` ``--status-file``)."""
-        deadline = time.monotonic() + timeout_s
-        while not (events := read_status(self.status)):
-            if self.popen.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.popen.returncode}):\n{self.stderr()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: not ready after {timeout_s} s:\n{self.stderr()[-3000:]}")
-            time.sleep(0.05)
-        assert events[0]["event"] == "ready", events[0]
-        return events[0]
+        return wait_ready(self.status, self.popen.poll, timeout_s, self.name, lambda: self.stderr()[-3000:])
 
     def wait(self, timeout_s: float) -> int:
         try:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from splitrt.edge_runtime.errors import SplitrtError
-from splitrt.edge_runtime.lifecycle import read_status
+from splitrt.edge_runtime.lifecycle import wait_ready
 
 PR_SET_PDEATHSIG = 1
 try:  # resolved here, not in the forked child (which must not take the loader's locks)
@@ -110,24 +110,10 @@ class Child:
             time.sleep(0.02)
 
     def wait_ready(self, timeout_s: float) -> dict:
-        """The child's ``ready`` status event; SplitrtError with the error it reported, or if it
-        exits or stays silent for ``timeout_s``."""
+        """The child's ``ready`` status event (splitrt.edge_runtime.lifecycle.wait_ready)."""
         if self.status is None:
             raise SplitrtError(f"{self.name}: started without a status file")
-        deadline = time.monotonic() + timeout_s
-        while True:
-            events = read_status(self.status)
-            if events and events[0]["event"] == "ready":
-                return events[0]
-            if events:
-                raise SplitrtError(f"{self.name} failed to start: {events[0]['message']}")
-            if not self.alive():
-                raise SplitrtError(
-                    f"{self.name} exited with {self.popen.returncode} before it was ready: {self.stderr_tail(800)}"
-                )
-            if time.monotonic() > deadline:
-                raise SplitrtError(f"{self.name}: not ready within {timeout_s:g} s: {self.stderr_tail(800)}")
-            time.sleep(0.02)
+        return wait_ready(self.status, self.popen.poll, timeout_s, self.name, lambda: self.stderr_tail(800))
 
     def wait(self, timeout_s: float) -> int | None:
         try:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from splitrt.edge_runtime.errors import SplitrtError
 from splitrt.edge_runtime.node.scheduler import Job
 
 #: The `EdgeServer` a discipline serves (not imported: the server imports this module). A
@@ -117,12 +116,5 @@ class Containers(Discipline):
                 server._cv.wait(remaining / rate if rate > 0 else 0.05)
 
 
-#: discipline name -> class (the names `ServerConfig.discipline` accepts)
+#: discipline name -> class (the names `ServerConfig.discipline` accepts; it checks them)
 DISCIPLINE_CLASSES: dict[str, type[Discipline]] = {cls.name: cls for cls in (SharedWorkers, Containers)}
-
-
-def make_discipline(name: str, server: EdgeServer) -> Discipline:
-    try:
-        return DISCIPLINE_CLASSES[name](server)
-    except KeyError:
-        raise SplitrtError(f"--discipline must be one of {', '.join(DISCIPLINE_CLASSES)}, got {name!r}") from None

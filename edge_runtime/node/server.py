@@ -73,7 +73,7 @@ from splitrt.edge_runtime.link.wire import (
 )
 from splitrt.edge_runtime.node.allocator import RsuAllocator
 from splitrt.edge_runtime.node.config import DISCIPLINES, ROLES, ServerConfig
-from splitrt.edge_runtime.node.disciplines import make_discipline
+from splitrt.edge_runtime.node.disciplines import DISCIPLINE_CLASSES
 from splitrt.edge_runtime.node.models import ServedModel, calibrate, load_models, validate_task
 from splitrt.edge_runtime.node.scheduler import FairScheduler, Job
 from splitrt.edge_runtime.node.snapshot import node_snapshot
@@ -162,7 +162,7 @@ class EdgeServer:
         self.counters["errors_by_code"] = {}
         self.counters["completed_by_model"] = {m: 0 for m in models}
         self._ready = threading.Event()
-        self.discipline = make_discipline(config.discipline, self)
+        self.discipline = DISCIPLINE_CLASSES[config.discipline](self)
 
     # ---- set-up ----------------------------------------------------------------------------
     def bind(self) -> str:

@@ -102,6 +102,7 @@ class Vehicle:
         journal: TaskJournal | None = None,
         runner_pace_s: np.ndarray | None = None,
         start_at: float | Callable[[], float] | None = None,
+        on_ready: Callable[[], None] | None = None,
         trace: LinkTrace | None = None,
         work: ModelWork | None = None,
         on_slot: Sequence[Callable[[dict[str, Any]], None]] = (),
@@ -131,7 +132,7 @@ class Vehicle:
         self._flops_after = work.sv_flops if work is not None else m.flops_after().astype(np.float64)
         self.start_at = start_at
         #: called once warmed up and connected, before slot 0 (the CLI reports readiness from it)
-        self.on_ready: Callable[[], None] | None = None
+        self.on_ready = on_ready
         self.trace = trace
         if trace is not None and trace.n_nodes != len(config.edges):
             raise SplitrtError(f"the trace has {trace.n_nodes} nodes, the vehicle {len(config.edges)} --edge(s)")

@@ -32,7 +32,7 @@ class TrainConfig:
     )
     episodes: int = setting(
         2000,
-        help="episodes of T slots (2000 by default: MAD2RL learns clearly better than with 1000; README, Results)",
+        help="episodes of T slots (2000 by default: MAD2RL learns clearly better than with 1000; docs/results/2026-11-29-paper-t30.md)",
     )
     seed: int = setting(0, help="seed of everything (torch, numpy, environments)")
     n_envs: int = setting(16, help="environments stepped in parallel")

@@ -20,6 +20,10 @@ from splitrt.edge_runtime.decide.deciders import make_decider
 class LiveRule:
     """The decider ``spec`` per CV (module docstring); ``seed`` seeds every CV's decider apart."""
 
+    @staticmethod
+    def options(seed: int | None = None) -> None:
+        """The options ``--method-opt NAME.KEY=VALUE`` may set (the spec and name come from the registry)."""
+
     def __init__(self, spec: str, name: str | None = None, seed: int | None = None) -> None:
         self.spec = spec
         self.name = name or spec

@@ -139,6 +139,8 @@ def _coerce(factory: Any, name: str, key: str, text: str) -> Any:
         raise SplitrtError(f"--method-opt {name}.{key}: {name} has no option {key!r} (options: {known})")
     hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
     kind = hints.get(key, str)
+    if type(None) in typing.get_args(kind):  # X | None: coerce to X
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
     try:
         if kind is bool:
             return text.lower() in ("1", "true", "yes", "on")
@@ -164,7 +166,7 @@ def make_method(name: str, options: dict[str, str] | None = None) -> Method:
     if spec.sim is None:
         from splitrt.policy.methods.live_rules import LiveRule
 
-        kwargs = {k: _coerce(LiveRule, name, k, v) for k, v in (options or {}).items() if k != "spec"}
+        kwargs = {k: _coerce(LiveRule.options, name, k, v) for k, v in (options or {}).items()}
         return LiveRule(spec.live, name=name, **kwargs)
     module, attr = spec.sim.split(":")
     factory = getattr(importlib.import_module(module), attr)

@@ -15,13 +15,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from splitrt.edge_runtime.lifecycle import read_status
+from splitrt.edge_runtime.errors import SplitrtError
+from splitrt.edge_runtime.lifecycle import wait_ready as lifecycle_wait_ready
 from splitrt.tools.arm.device import DEFAULT_RTOL, RESULT_PREFIX
 from splitrt.tools.arm.host import CommandFailed, Host, Undo, under
 
@@ -162,19 +162,10 @@ def wait_ready(proc: subprocess.Popen, status: Path, log_path: Path, timeout_s: 
     CommandFailed (with the error it reported, or the log's tail) if it reports an error, exits
     first, or nothing comes in ``timeout_s``.
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        events = read_status(status)
-        if events:
-            if events[0]["event"] == "ready":
-                return events[0]
-            raise CommandFailed(f"{log_path.name}: the process failed to start: {events[0]['message']}")
-        tail = log_tail(log_path)
-        if proc.poll() is not None:
-            raise CommandFailed(f"{log_path.name}: the process exited {proc.returncode} before it was ready: {tail}")
-        if time.monotonic() > deadline:
-            raise CommandFailed(f"{log_path.name}: not ready within {timeout_s:.0f} s: {tail}")
-        time.sleep(0.2)
+    try:
+        return lifecycle_wait_ready(status, proc.poll, timeout_s, log_path.name, lambda: log_tail(log_path), 0.2)
+    except SplitrtError as exc:
+        raise CommandFailed(str(exc)) from None
 
 
 def remove_tree(host: Host, path: Path) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from splitrt.tools.cli.options import add_live_flags
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     from splitrt.edge_runtime.configfields import add_flags
@@ -41,23 +43,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="with --curve-secret: serve only vehicles whose public key file (NAME.key) is in DIR",
     )
     live = p.add_argument_group("live experiment")
-    live.add_argument("--telemetry", default=None, metavar="mqtt://HOST:PORT", help="MQTT broker for telemetry")
-    live.add_argument("--experiment", default="default", help="experiment id (the topics' <exp>)")
-    live.add_argument(
-        "--start-at",
-        default=None,
-        metavar="UNIX_S|now+S|beacon",
-        help="slot 0 starts at this wall-clock time, or at the epoch of the experiment's slot beacon (MQTT)",
-    )
-    live.add_argument("--work", type=Path, default=None, help="work table: per-cut FLOPs in the simulator's unit")
-    live.add_argument("--stats", type=Path, default=None, metavar="FILE", help="write the final snapshot here at exit")
-    live.add_argument(
-        "--status-file",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="append JSON status lines here: {event: ready, ...} once ready, {event: error, message} if the start fails (splitrt.edge_runtime.lifecycle.StatusFile)",
-    )
+    add_live_flags(live, stats="write the final snapshot here at exit")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -18,6 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from splitrt.tools.cli.options import add_live_flags
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     from splitrt.edge_runtime.configfields import add_flags
@@ -60,30 +62,14 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="the edge node's public key NAME.key (once for all --edge, or once per --edge in order)",
     )
     live = p.add_argument_group("live experiment")
-    live.add_argument("--telemetry", default=None, metavar="mqtt://HOST:PORT", help="MQTT broker for telemetry")
-    live.add_argument("--experiment", default="default", help="experiment id (the topics' <exp>)")
     live.add_argument(
         "--node-names",
         default="",
         help="comma-separated names of the --edge nodes as they publish telemetry (e.g. rsu,sv1)",
     )
-    live.add_argument(
-        "--start-at",
-        default=None,
-        metavar="UNIX_S|now+S|beacon",
-        help="slot 0 starts at this wall-clock time, or at the epoch of the experiment's slot beacon (MQTT)",
-    )
     live.add_argument("--trace", type=Path, default=None, help="per-slot positions, link rates, SVs in range (JSON)")
-    live.add_argument("--work", type=Path, default=None, help="work table: per-cut FLOPs in the simulator's unit")
     add_flags(live, VehicleConfig, only=live_fields)
-    live.add_argument("--stats", type=Path, default=None, metavar="FILE", help="write counters here at the end")
-    live.add_argument(
-        "--status-file",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="append JSON status lines here: {event: ready, ...} once ready, {event: error, message} if the start fails (splitrt.edge_runtime.lifecycle.StatusFile)",
-    )
+    add_live_flags(live, stats="write counters here at the end")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -146,6 +132,15 @@ def main(args: argparse.Namespace) -> int:
         if emulation.applied_mode == "pace":
             reference = Profile.load(args.speed_profile or args.segments / "profile.json", manifest)
             runner_pace_s = pace_times(reference.segment_median_s, config.speed_factor)
+
+        def ready() -> None:  # called by Vehicle.run after the warm-up and the connections
+            if start_at is not None:  # it then waits for the epoch: say so
+                print(f"{config.vehicle_id}: ready", flush=True)
+            StatusFile(args.status_file).ready(vehicle=config.vehicle_id)
+
+        def epoch() -> float:
+            return resolve_start(start_at, args.telemetry, args.experiment, config.vehicle_id)
+
         vehicle = Vehicle(
             config,
             manifest,
@@ -158,6 +153,8 @@ def main(args: argparse.Namespace) -> int:
             journal=journal,
             runner_speed_factor=factor,
             runner_pace_s=runner_pace_s,
+            start_at=epoch if start_at is not None else None,
+            on_ready=ready,
         )
         for record in journal.recovered if journal is not None else ():
             for sink in sinks:  # the tasks a killed run left open, recorded as failed first
@@ -165,14 +162,6 @@ def main(args: argparse.Namespace) -> int:
         if telemetry is not None:
             telemetry.attach(vehicle)
 
-        def ready() -> None:  # called by Vehicle.run after the warm-up and the connections
-            if start_at is not None:  # it then waits for the epoch: say so
-                print(f"{config.vehicle_id}: ready", flush=True)
-            StatusFile(args.status_file).ready(vehicle=config.vehicle_id)
-
-        vehicle.on_ready = ready
-        if start_at is not None:
-            vehicle.start_at = lambda: resolve_start(start_at, args.telemetry, args.experiment, config.vehicle_id)
         if args.telemetry and start_at is not None:
             lag = BeaconLag(args.telemetry, args.experiment, f"{args.experiment}-{config.vehicle_id}-lag")
         records = vehicle.run()

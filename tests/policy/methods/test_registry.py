@@ -68,3 +68,9 @@ def test_a_plug_in_that_cannot_be_imported_is_named(tmp_path):
     r = run_evaluate(tmp_path, "--methods", "local", "--slots", "2", "--seeds", "1", plugins="tests.no_such_plugin")
     assert r.returncode == 1
     assert "$SPLITRT_PLUGINS: cannot import plug-in 'tests.no_such_plugin'" in r.stderr
+
+
+def test_a_live_rule_takes_its_seed_as_an_option_and_refuses_others():
+    assert make_method("random", {"seed": "7"})._seed == 7  # "X | None" options are coerced to X
+    with pytest.raises(SplitrtError, match="random has no option 'budget' \\(options: seed\\)"):
+        make_method("random", {"budget": "3"})

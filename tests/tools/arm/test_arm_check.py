@@ -419,7 +419,7 @@ def test_wait_ready_returns_the_endpoint_or_names_the_failure(tmp_path):
     with pytest.raises(CommandFailed, match="failed to start: no manifest at x"):
         wait_ready(reported, tmp_path / "bad.status", tmp_path / "bad.log", 60)
     quits = child("print('bad --segments'); raise SystemExit(1)", "quits")
-    with pytest.raises(CommandFailed, match="exited 1 before it was ready: bad --segments"):
+    with pytest.raises(CommandFailed, match="exited with 1 before it was ready: bad --segments"):
         wait_ready(quits, tmp_path / "quits.status", tmp_path / "quits.log", 60)
     assert clean_up(ctx).status == PASSED
     assert proc.poll() is not None
