@@ -10,7 +10,8 @@ observation normaliser, the M-step reverse diffusion and the action mask:
 ``policy.json`` (format_version 1): method, steps (M), n_nodes (J), obs_dim, max_actions (A),
 types [{model, n_cuts, manifest_sha256}] in one-hot order, n_agents and the scenario it was
 trained on, onnx file + sha256, and the exact command that produced it; optionally samples (the
-noise draws per decision, below).
+noise draws per decision, below), noise ("sampled" or "zero", below) and train_cvs (the CV
+counts it was trained on).
 
 `OnDevicePolicy.decide(ctx)` implements the `splitrt.edge_runtime.decide.deciders.Decider` protocol: it refuses
 a vehicle whose node count or DNN type the policy was not trained for, builds the mask (own
@@ -21,7 +22,9 @@ Samples. The diffusion actor's values softmax(x0) (eq 42) are random through the
 the posterior noise of eq 41; the mixer was trained on them with fresh noise on every pass
 (policy/learn/train.py), so what it rates is their mean over the noise. A diffusion policy therefore
 decides by the argmax of the mean q over ``samples`` independent noise draws (one ONNX call on
-a batch of samples x B). With one draw, a single noisy x0 often ranks a poor action first:
+a batch of samples x B). A policy whose policy.json has ``"noise": "zero"`` was trained to
+denoise from x_M = 0 without posterior noise (`splitrt train --decision-noise zero`, the default
+since the imitation phase): it decides in one deterministic pass, and ``samples`` does not apply. With one draw, a single noisy x0 often ranks a poor action first:
 measured at 3 CVs / 5 SVs / V = 10 (docs/results/2026-11-29-paper-t30.md), 1 / 4 / 16 draws gave 1.27 / 1.06 /
 1.04 s mean completion against p2-optimal's 1.05 s (the exhaustive per-slot
 minimiser of P2(t), not an optimum of completion time). The cost grows about linearly with
@@ -47,6 +50,8 @@ POLICY_ONNX = "policy.onnx"
 POLICY_META = "policy.json"
 #: Noise draws averaged per decision of a diffusion policy (module docstring, "Samples").
 DEFAULT_SAMPLES = 16
+#: ``noise`` in policy.json: sampled (Gaussian draws, averaged over ``samples``) or zero (below).
+NOISE_KINDS = ("sampled", "zero")
 
 
 class OnDevicePolicy:
@@ -88,12 +93,22 @@ class OnDevicePolicy:
             where = "policy samples"
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise SplitrtError(f"{where} (noise draws per decision) must be an integer >= 1, got {samples!r}")
-        self.samples = samples if "noise" in self.input_names else 1
+        noise_kind = self.meta.get("noise", "sampled")
+        if noise_kind not in NOISE_KINDS:
+            raise SplitrtError(f"'noise' in {meta_path} must be one of {', '.join(NOISE_KINDS)}, got {noise_kind!r}")
+        #: zero: the policy was trained to denoise from x_M = 0 without posterior noise (one pass)
+        self.zero_noise = noise_kind == "zero"
+        self.samples = samples if "noise" in self.input_names and not self.zero_noise else 1
 
     # ---- checks -------------------------------------------------------------------------
     def check_model(self, model: str, manifest_sha256: str | None = None) -> None:
         if model not in self.n_cuts:
             raise SplitrtError(f"policy {self.directory} was trained for {', '.join(self.types)}, not {model!r}")
+        if self.n_cuts[model] * self.n_nodes > self.max_actions:
+            raise SplitrtError(
+                f"policy {self.directory} never decided for {model}: no CV it was trained with ran it "
+                f"({self.n_cuts[model] * self.n_nodes} actions, the policy's widest range is {self.max_actions})"
+            )
         want = self.digests.get(model)
         if manifest_sha256 and want and manifest_sha256 != want:
             raise SplitrtError(
@@ -140,6 +155,8 @@ class OnDevicePolicy:
         if "noise" not in self.input_names:
             return tuple(self.session.run(["q", "action"], feeds))  # type: ignore[return-value]
         shape = (b, max(self.steps, 1), self.max_actions)
+        if noise is None and self.zero_noise:
+            noise = np.zeros(shape, np.float32)
         if noise is None:
             noise = self.rng.standard_normal((self.samples, *shape)).astype(np.float32)
         noise = np.asarray(noise, np.float32)

@@ -15,6 +15,7 @@ from splitrt.edge_runtime.configfields import helps, setting, to_argv
 from splitrt.edge_runtime.errors import SplitrtError
 
 METHODS = ("mad2rl", "pqmix")
+NOISE = ("zero", "sampled")
 
 
 @dataclass(frozen=True)
@@ -26,13 +27,42 @@ class TrainConfig:
     cvs: int = setting(5, help="client vehicles (agents)")
     svs: int = setting(5, help="service vehicles")
     v: float = setting(10.0, help="Lyapunov trade-off V")
+    objective_v: float = setting(
+        150.0,
+        help="V' of the training reward -(queue pressure + V' sum_i d_i), the slot objective of best-known "
+        "(policy/methods/baselines.py); 0: the paper's -P2(t) at --v (eq 57)",
+    )
+    expert: str = setting(
+        "ga:budget=2550;objective_v=150",
+        help="planner whose decisions the actor imitates before the TD phase (DAgger), as "
+        "METHOD[:KEY=VALUE[;KEY=VALUE]] of `splitrt evaluate --variant`; none: no imitation (the paper's training)",
+    )
+    dagger_rounds: int = setting(6, help="imitation rounds: roll out, label every slot with the expert, refit")
+    dagger_slots: int = setting(60, help="slots per imitation episode")
+    dagger_envs: int = setting(8, help="imitation episodes per round and CV count (played in parallel)")
+    bc_steps: int = setting(1500, help="gradient steps on the aggregated demonstrations after each round")
+    demo_cvs: str = setting(
+        "3,4,5,6,7",
+        help="CV counts the imitation episodes cycle through (the actor is shared, so one policy serves them); "
+        "empty: --cvs only",
+    )
+    demo_weight: float = setting(
+        1.0, help="weight of the imitation loss kept beside the TD loss in the TD phase (0: plain TD)"
+    )
+    decision_noise: str = setting(
+        "zero",
+        choices=NOISE,
+        help="zero: the diffusion actor denoises from x_M = 0 without posterior noise, one deterministic "
+        "pass per decision (trained and deployed so); sampled: fresh Gaussian noise, values averaged over draws",
+    )
     steps: int = setting(7, help="denoising steps M of the diffusion actor")
     temperature: float = setting(
         1.0, help="softmax temperature of the diffusion actor's values softmax(x0 / T) (eq 42 has T = 1)"
     )
     episodes: int = setting(
-        2000,
-        help="episodes of T slots (2000 by default: MAD2RL learns clearly better than with 1000; docs/results/2026-11-29-paper-t30.md)",
+        0,
+        help="episodes of T slots in the TD phase after the imitation (0: none; the paper's training, "
+        "--expert none, needs some: 2000 before the imitation phase existed)",
     )
     seed: int = setting(0, help="seed of everything (torch, numpy, environments)")
     n_envs: int = setting(16, help="environments stepped in parallel")
@@ -69,13 +99,50 @@ class TrainConfig:
             raise SplitrtError(f"--method {self.method!r} is not one of {', '.join(METHODS)}")
         if self.validate_every < 0:
             raise SplitrtError(f"--validate-every must be >= 0 (0: no validation), got {self.validate_every}")
-        for name in ("cvs", "svs", "episodes", "n_envs", "batch_size", "buffer_size", "updates_per_step", "threads"):
+        if self.decision_noise not in NOISE:
+            raise SplitrtError(f"--decision-noise {self.decision_noise!r} is not one of {', '.join(NOISE)}")
+        if self.objective_v < 0 or self.demo_weight < 0:
+            raise SplitrtError("--objective-v and --demo-weight must be >= 0")
+        self.demo_counts()  # refuses a malformed --demo-cvs now
+        if self.episodes < 0 or self.dagger_rounds < 0 or self.bc_steps < 0:
+            raise SplitrtError("--episodes, --dagger-rounds and --bc-steps must be >= 0")
+        if self.imitates and (self.dagger_rounds < 1 or self.bc_steps < 1):
+            raise SplitrtError("imitation (--expert) needs --dagger-rounds >= 1 and --bc-steps >= 1")
+        if not self.imitates and self.episodes < 1:
+            raise SplitrtError("--expert none and --episodes 0 leave nothing to train")
+        for name in (
+            "cvs",
+            "svs",
+            "n_envs",
+            "dagger_slots",
+            "batch_size",
+            "buffer_size",
+            "updates_per_step",
+            "threads",
+        ):
             if getattr(self, name) < 1:
                 raise SplitrtError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.method == "mad2rl" and self.steps < 1:
             raise SplitrtError(f"--steps (denoising steps M) must be >= 1, got {self.steps}")
         if not 0 <= self.gamma < 1 or not 0 < self.tau_soft <= 1 or self.lr <= 0:
             raise SplitrtError("--gamma must be in [0, 1), --tau-soft in (0, 1], --lr > 0")
+
+    @property
+    def imitates(self) -> bool:
+        return self.expert.strip().lower() not in ("", "none")
+
+    def demo_counts(self) -> list[int]:
+        """The CV counts of the imitation episodes (--demo-cvs), --cvs when empty."""
+        text = self.demo_cvs.strip()
+        if not text:
+            return [self.cvs]
+        try:
+            counts = [int(x) for x in text.split(",")]
+        except ValueError:
+            raise SplitrtError(f"--demo-cvs {self.demo_cvs!r} must be comma-separated CV counts, e.g. 3,5,7") from None
+        if any(c < 1 for c in counts):
+            raise SplitrtError(f"--demo-cvs {self.demo_cvs!r}: every count must be >= 1")
+        return counts
 
     @classmethod
     def help(cls) -> dict[str, str]:

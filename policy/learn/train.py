@@ -6,9 +6,18 @@ MLP); a QMIX mixer (eq 58) combines the chosen actions' values with the global s
 Q_tot, trained on the TD loss (eqs 59-60) against soft-updated target networks (eqs 61-62). The
 reward is the common r(t) = -P2(t) (eq 57) of the batched simulator (splitrt.policy.sim.env.VecEnv).
 
+Since the "policy worth deploying" issue the default training has two phases: imitation of a
+full-information planner (DAgger, splitrt.policy.learn.demonstrate), then the TD phase below with
+the imitation loss kept beside the TD loss. The paper's training is `--expert none --objective-v 0
+--decision-noise sampled --eps-start 1.0` (the reproduction row of docs/results).
+
 What the paper leaves open (or what did not work here), and our choice:
 | item | choice | why |
 |---|---|---|
+| objective | reward -(queue pressure + V' sum_i d_i), V' = 150 (`--objective-v`; 0: the paper's -P2(t) at V) | -P2 at V = 10 caps a perfect per-slot learner at the P2 optimum, which is 1.26-1.38x best-known's mean completion; V' = 150 is best-known's objective, the best of V' = 10..2000 for a GA (docs/results/2026-12-03-references.md) |
+| imitation | DAgger from `ga:budget=2550;objective_v=150` (`--expert`), 6 rounds of n_envs episodes of 60 slots per CV count | TD alone reached 1.38x / 1.48x of best-known at 3 / 5 CVs; imitation, measured in docs/training.md ("Imitation"), reaches far closer in less time |
+| CV counts | imitation episodes cycle through 3..7 CVs (`--demo-cvs`) | the actor is shared and sees its own observation only; trained at 5 CVs alone it let queues grow at 7 CVs (21.4 s vs best-known 5.5 s); with 3, 5, 7 mixed, 5.5 s (docs/training.md) |
+| noise | zero (`--decision-noise`): x_M = 0 and no posterior noise, in training and on the vehicle | one deterministic pass decides (0.5-0.8 ms at M = 7 on one core) where the sampled policy needed 16 draws (3.4-3.9 ms) to decide well |
 | discount gamma | 0 (the paper: 0.99; `--gamma 0.99` reproduces it) | P2(t) is already the Lyapunov drift-plus-penalty bound: minimising it slot by slot is what the theory asks for. Measured at the paper's 5 CVs / 5 SVs, 1000 episodes: with 0.99 both MAD2RL and P-QMIX collapse to full offload (~11.4-12.0 s mean completion vs 12.1 s for offload-all); with 0.5, P-QMIX 6.3 s; with ~0, P-QMIX 1.20 s, MAD2RL 2.4 s (docs/results/2026-11-29-paper-t30.md) |
 | replay buffer | 50,000 transitions, uniform | ~100 parallel iterations of 16 envs x 30 slots: decorrelated, recent enough to follow the policy |
 | batch, updates | 64 transitions, 2 gradient steps per parallel slot (7,500 for the default 2000 episodes) | what 2 CPU cores train in minutes; more updates helped MAD2RL more than larger batches, and 2000 episodes more than 1000 (docs/results/2026-11-29-paper-t30.md) |
@@ -38,6 +47,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from splitrt.edge_runtime.decide.onnx_policy import DEFAULT_SAMPLES
 from splitrt.edge_runtime.errors import SplitrtError
 from splitrt.edge_runtime.sysmodel.observation import sample_valid
 from splitrt.policy.learn.config import (  # torch-free, so the CLI builds its flags without torch
@@ -56,16 +66,26 @@ RANGE_PENALTY = 0.01
 VALIDATION_SEED = 1_000_003
 
 
-def make_scenario(cfg: TrainConfig):
+def make_scenario(cfg: TrainConfig, slots: int | None = None):
     from splitrt.policy.sim.scenario import preset
 
-    return preset(cfg.preset, n_cvs=cfg.cvs, n_svs=cfg.svs, v=cfg.v)
+    extra = {} if slots is None else {"slots": slots}
+    return preset(cfg.preset, n_cvs=cfg.cvs, n_svs=cfg.svs, v=cfg.v, **extra)
 
 
-def make_env(cfg: TrainConfig, n_envs: int, seed: int):
+def make_env(cfg: TrainConfig, n_envs: int, seed: int, slots: int | None = None):
     from splitrt.policy.sim.env import VecEnv
 
-    return VecEnv(make_scenario(cfg), n_envs=n_envs, seed=seed)
+    return VecEnv(make_scenario(cfg, slots), n_envs=n_envs, seed=seed)
+
+
+def training_reward(cfg: TrainConfig, reward: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+    """(E,) the reward the learner sees: -(queue pressure + V' sum_i d_i) with V' = --objective-v
+    (best-known's slot objective), or the environment's -P2(t) (eq 57) with --objective-v 0."""
+    if cfg.objective_v <= 0:
+        return reward
+    pressure = info["p2"] - info["penalty"]
+    return -(pressure + cfg.objective_v * info["completion_s"].sum(axis=-1))
 
 
 def build_agent(cfg: TrainConfig, obs_dim: int, n_types: int, n_actions: int) -> torch.nn.Module:
@@ -127,11 +147,10 @@ class Learner:
     def __init__(self, cfg: TrainConfig, env) -> None:
         self.cfg = cfg
         self.n_agents = env.n_agents
+        self.n_nodes, self.n_actions = env.n_nodes, env.max_actions
         self.types = list(env.scenario.types)
-        onehot = np.zeros((env.n_agents, len(self.types)), np.float32)
-        onehot[np.arange(env.n_agents), [self.types.index(m) for m in env.agent_model]] = 1.0
         self.device = torch.device(cfg.device)
-        self.type_onehot = torch.as_tensor(onehot, device=self.device)
+        self.type_onehot = torch.as_tensor(self.onehot_for(env.agent_model), device=self.device)
         self.actor = build_agent(cfg, env.obs_dim, len(self.types), env.max_actions).to(self.device)
         self.mixer = QMixer(env.n_agents, env.state_dim).to(self.device)
         self.target_actor = copy.deepcopy(self.actor)
@@ -141,16 +160,74 @@ class Learner:
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.selected: dict[str, Any] | None = None  # which snapshot the actor is (load_run)
 
+    def onehot_for(self, models) -> np.ndarray:
+        """(N, K) float32 type one-hot of CVs running ``models``."""
+        onehot = np.zeros((len(models), len(self.types)), np.float32)
+        onehot[np.arange(len(models)), [self.types.index(m) for m in models]] = 1.0
+        return onehot
+
+    def noise(self, actor, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The actor's noise input: zeros with --decision-noise zero (one deterministic denoising
+        path, trained and deployed), else fresh Gaussian draws."""
+        if self.cfg.decision_noise == "zero":
+            return torch.zeros(batch, max(actor.steps, 1), actor.n_actions, device=self.device)
+        return actor.sample_noise(batch, generator or self.generator)
+
     def q_all(
-        self, actor, obs: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        actor,
+        obs: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        onehot: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(q, score), each (B, N, A): per-agent values of every action and the score whose argmax
-        is the agent's choice (fresh diffusion noise per call, from ``generator`` or the learner's)."""
+        is the agent's choice (`noise`: zeros, or fresh draws from ``generator`` or the learner's)."""
         b, n, d = obs.shape
-        onehot = self.type_onehot.expand(b, n, -1).reshape(b * n, -1)
-        noise = actor.sample_noise(b * n, generator or self.generator)
-        q, score = actor(obs.reshape(b * n, d), onehot, mask.reshape(b * n, -1), noise)
+        oh = self.type_onehot if onehot is None else onehot
+        oh = oh.expand(b, n, -1).reshape(b * n, -1)
+        q, score = actor(obs.reshape(b * n, d), oh, mask.reshape(b * n, -1), self.noise(actor, b * n, generator))
         return q.view(b, n, -1), score.view(b, n, -1)
+
+    @torch.no_grad()
+    def decide_for(self, obs: np.ndarray, mask: np.ndarray, onehot: np.ndarray) -> np.ndarray:
+        """(E, N) the deployed decision of CVs with type one-hot ``onehot`` (N, K), any N."""
+        oh = torch.as_tensor(onehot, device=self.device)
+        o = torch.as_tensor(obs, device=self.device)
+        m = torch.as_tensor(mask, device=self.device)
+        s = 1 if self.cfg.decision_noise == "zero" or not isinstance(self.actor, DiffusionActor) else DEFAULT_SAMPLES
+        q, score = self.q_all(self.actor, o.repeat(s, 1, 1), m.repeat(s, 1, 1), self.generator, oh)
+        if s == 1:
+            return score.argmax(-1).cpu().numpy()
+        return q.view(s, *obs.shape[:2], -1).mean(0).argmax(-1).cpu().numpy()
+
+    def imitate(self, batch: dict[str, torch.Tensor]) -> float:
+        """One Adam step of the imitation loss (splitrt.policy.learn.demonstrate) on the actor."""
+        loss = self.imitation_term(batch)
+        self.opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 10.0)
+        self.opt.step()
+        with torch.no_grad():  # the target actor starts the TD phase where imitation left it
+            self.target_actor.load_state_dict(self.actor.state_dict())
+        return float(loss.detach())
+
+    def imitation_term(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from splitrt.policy.learn.demonstrate import imitation_loss
+
+        actor = self.actor
+        _, score = actor(batch["obs"], batch["onehot"], batch["mask"], self.noise(actor, len(batch["obs"])))
+        loss = imitation_loss(score, batch["target"])
+        pre = getattr(actor, "last_pre", None)
+        if pre is not None:
+            loss = loss + RANGE_PENALTY * torch.relu(pre.abs() - RANGE_LIMIT).pow(2).mean()
+        return loss
+
+    def fit_actor_normaliser(self, obs: np.ndarray) -> None:
+        """Refit the actor's observation normaliser on ``obs`` (rows x D), e.g. the expert's states."""
+        scale, log_mask = self._obs_scaling(obs.shape[-1])
+        for actor in (self.actor, self.target_actor):
+            actor.normaliser.fit(obs.reshape(-1, obs.shape[-1]), scale, log_mask)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, mask: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
@@ -166,8 +243,10 @@ class Learner:
     @torch.no_grad()
     def decide(self, obs: np.ndarray, mask: np.ndarray, samples: int, generator: torch.Generator) -> np.ndarray:
         """(E, N) the deployed decision (splitrt.edge_runtime.decide.onnx_policy.OnDevicePolicy.run): one draw decides by
-        the graph's score, S > 1 draws by the argmax of the values averaged over them."""
-        s = samples if isinstance(self.actor, DiffusionActor) else 1
+        the graph's score, S > 1 draws by the argmax of the values averaged over them (one
+        deterministic pass with --decision-noise zero)."""
+        sampled = isinstance(self.actor, DiffusionActor) and self.cfg.decision_noise == "sampled"
+        s = samples if sampled else 1
         o = torch.as_tensor(obs, device=self.device).repeat(s, 1, 1)
         m = torch.as_tensor(mask, device=self.device).repeat(s, 1, 1)
         q, score = self.q_all(self.actor, o, m, generator)
@@ -175,8 +254,11 @@ class Learner:
             return score.argmax(-1).cpu().numpy()
         return q.view(s, *obs.shape[:2], -1).mean(0).argmax(-1).cpu().numpy()
 
-    def update(self, batch: dict[str, torch.Tensor], reward_scale: float) -> float:
-        """One TD step (eqs 59-60) and the soft target update (eqs 61-62); returns the loss."""
+    def update(
+        self, batch: dict[str, torch.Tensor], reward_scale: float, demo: dict[str, torch.Tensor] | None = None
+    ) -> float:
+        """One TD step (eqs 59-60) and the soft target update (eqs 61-62); returns the loss. With
+        ``demo`` (a batch of demonstrations) the imitation loss, weighted by --demo-weight, is added."""
         cfg = self.cfg
         q, _ = self.q_all(self.actor, batch["obs"], batch["mask"])
         pre = getattr(self.actor, "last_pre", None)  # this forward's x0 prediction (diffusion actor)
@@ -193,6 +275,8 @@ class Learner:
         loss = F.smooth_l1_loss(q_tot, y)
         if pre is not None:  # keep the diffusion actor's x0 prediction where tanh still responds
             loss = loss + RANGE_PENALTY * torch.relu(pre.abs() - RANGE_LIMIT).pow(2).mean()
+        if demo is not None and cfg.demo_weight > 0:
+            loss = loss + cfg.demo_weight * self.imitation_term(demo)
         self.opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 10.0)
@@ -206,18 +290,21 @@ class Learner:
     def set_normalisers(self, obs: np.ndarray, state: np.ndarray, n_nodes: int) -> None:
         """Queues (FLOPs) through log1p(Q / 1 GFLOP), positions in metres as they are; then
         standardised with the warm-up statistics (see `Normaliser`)."""
-        from splitrt.edge_runtime.sysmodel.allocation import QUEUE_UNIT_FLOPS
-        from splitrt.edge_runtime.sysmodel.observation import own_position_index
-
         d = obs.shape[-1]
-        log_mask = np.zeros(d)
-        log_mask[: own_position_index(n_nodes)] = 1.0  # Q_loc, Q_rsu(type), SV queues
-        scale = np.where(log_mask > 0, QUEUE_UNIT_FLOPS, 1.0)
+        scale, log_mask = self._obs_scaling(d)
         for actor in (self.actor, self.target_actor):
             actor.normaliser.fit(obs.reshape(-1, d), scale, log_mask)
         n = state.shape[-1] // d
         for mixer in (self.mixer, self.target_mixer):
             mixer.state_norm.fit(state.reshape(-1, n * d), np.tile(scale, n), np.tile(log_mask, n))
+
+    def _obs_scaling(self, d: int) -> tuple[np.ndarray, np.ndarray]:
+        from splitrt.edge_runtime.sysmodel.allocation import QUEUE_UNIT_FLOPS
+        from splitrt.edge_runtime.sysmodel.observation import own_position_index
+
+        log_mask = np.zeros(d)
+        log_mask[: own_position_index(self.n_nodes)] = 1.0  # Q_loc, Q_rsu(type), SV queues
+        return np.where(log_mask > 0, QUEUE_UNIT_FLOPS, 1.0), log_mask
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -246,15 +333,16 @@ def epsilon_at(cfg: TrainConfig, episodes_done: int) -> float:
     return cfg.eps_start + frac * (cfg.eps_end - cfg.eps_start)
 
 
-def warmup_return(env, choose, rng: np.random.Generator) -> np.ndarray:
+def warmup_return(env, choose, rng: np.random.Generator, reward_of=None) -> np.ndarray:
     """(E,) the return of one batch of warm-up episodes (every env, T slots) played with
-    ``choose(obs, state, mask) -> (E, N)`` (evaluation is `splitrt.policy.evaluate.run_episodes`)."""
+    ``choose(obs, state, mask) -> (E, N)`` (evaluation is `splitrt.policy.evaluate.run_episodes`);
+    ``reward_of(reward, info)`` maps the environment's reward to the one summed (default: as is)."""
     obs, state, mask = env.reset(seed=int(rng.integers(2**31)))
     rewards = []
     while True:
         actions = choose(obs, state, mask)
-        obs, state, mask, reward, done, _ = env.step(actions)
-        rewards.append(reward)
+        obs, state, mask, reward, done, info = env.step(actions)
+        rewards.append(reward if reward_of is None else reward_of(reward, info))
         if done.all():
             break
     return np.sum(rewards, 0)
@@ -278,8 +366,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
     ckpt_path = out / "checkpoint.pt"
     metrics_path = out / "metrics.csv"
     start_iter = 0
-    iterations = max(1, -(-cfg.episodes // cfg.n_envs))
+    iterations = -(-cfg.episodes // cfg.n_envs)  # TD iterations (0: imitation only)
     best: dict[str, Any] | None = None  # the best validated snapshot (see `validate`)
+    demos = None  # the imitation phase's demonstrations (splitrt.policy.learn.demonstrate)
 
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False, map_location=cfg.device)
@@ -291,6 +380,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
         reward_scale = ckpt["reward_scale"]
         start_iter = ckpt["iteration"]
         best = ckpt.get("best")
+        demos = ckpt.get("demos")
         env = make_env(cfg, cfg.n_envs, seed=cfg.seed)  # episodes are reseeded from rng every batch
     else:
         (out / "config.json").write_text(json.dumps({**asdict(cfg), "scenario": _scenario_dict(env)}, indent=1) + "\n")
@@ -302,7 +392,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
             state_seen.append(state)
             return sample_valid(rng, mask)
 
-        rew_seen.append(warmup_return(env, random_choice, rng) / max(1, len(obs_seen)))
+        rew_seen.append(
+            warmup_return(env, random_choice, rng, lambda r, i: training_reward(cfg, r, i)) / max(1, len(obs_seen))
+        )
         learner.set_normalisers(np.concatenate(obs_seen), np.concatenate(state_seen), env.n_nodes)
         reward_scale = float(max(np.mean(np.abs(np.concatenate(rew_seen))), 1e-6))
         with open(metrics_path, "w", newline="") as f:
@@ -319,6 +411,27 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
                     "val_completion_s",
                 ]
             )
+        if cfg.imitates:  # ---- imitation: DAgger from the expert planner ----------------------
+            from splitrt.policy.learn.demonstrate import dagger
+
+            def after_round(r: int) -> dict[str, float]:
+                # every round's actor is a snapshot: validated as the TD phase's are (iteration 0)
+                nonlocal best
+                if not cfg.validate_every:
+                    return {}
+                val = validate(cfg, learner)
+                if best is None or val["completion_s"] < best["completion_s"]:
+                    best = {"iteration": 0, "round": r, **val, "actor": copy.deepcopy(learner.actor.state_dict())}
+                return {"val_completion_s": val["completion_s"]}
+
+            demos, rows = dagger(cfg, learner, rng, progress=progress, after_round=after_round)
+            with open(out / "imitation.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+            keep = demos if cfg.demo_weight > 0 and iterations > 0 else None
+            _checkpoint(ckpt_path, cfg, learner, replay, rng, reward_scale, 0, best, keep)
+            demos = keep
 
     t0 = time.perf_counter()
     bar = tqdm(
@@ -338,13 +451,16 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
         while True:
             actions = learner.act(obs, mask, epsilon, rng)
             next_obs, next_state, next_mask, reward, done, info = env.step(actions)
+            reward = training_reward(cfg, reward, info)
             replay.add(obs, state, mask, actions, reward, next_obs, next_state, next_mask)
             returns += reward
             completion.append(float(info["completion_s"].mean()))
             # ---- update: TD through the mixer ---------------------------------------------
             if replay.size >= cfg.batch_size:
                 for _ in range(cfg.updates_per_step):
-                    losses.append(learner.update(replay.sample(cfg.batch_size, rng, learner.device), reward_scale))
+                    demo = demos.sample(cfg.batch_size, rng, learner.device) if demos is not None else None
+                    batch = replay.sample(cfg.batch_size, rng, learner.device)
+                    losses.append(learner.update(batch, reward_scale, demo))
             obs, state, mask = next_obs, next_state, next_mask
             if done.all():
                 break
@@ -368,7 +484,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
             csv.writer(f).writerow(row)
         bar.set_postfix(ret=f"{row[3]:.1f}", comp=f"{row[4]:.3f}s", eps=f"{epsilon:.2f}")
         if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == iterations:
-            _checkpoint(ckpt_path, cfg, learner, replay, rng, reward_scale, it + 1, best)
+            _checkpoint(ckpt_path, cfg, learner, replay, rng, reward_scale, it + 1, best, demos)
     bar.close()
     export_run(out)
     plot_learning_curve(out)
@@ -410,7 +526,7 @@ def validate(cfg: TrainConfig, learner: Learner) -> dict[str, float]:
     return {"return": float(-ep.lyapunov["p2"].sum(axis=1).mean()), "completion_s": summary["mean_completion_s"]}
 
 
-def _checkpoint(path: Path, cfg, learner, replay, rng, reward_scale, iteration, best=None) -> None:
+def _checkpoint(path: Path, cfg, learner, replay, rng, reward_scale, iteration, best=None, demos=None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
@@ -421,6 +537,7 @@ def _checkpoint(path: Path, cfg, learner, replay, rng, reward_scale, iteration, 
             "reward_scale": reward_scale,
             "iteration": iteration,
             "best": best,
+            "demos": demos,
         },
         tmp,
     )
@@ -445,6 +562,7 @@ def load_run(run_dir: str | Path, snapshot: str = "last"):
         learner.actor.load_state_dict(best["actor"])
         learner.selected = {
             "iteration": best["iteration"],
+            **({"imitation_round": best["round"]} if "round" in best else {}),
             "by": "shortest validation completion time",
             "val_return": best["return"],
             "val_completion_s": best["completion_s"],
@@ -479,7 +597,11 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, snapshot: str
         "train_config": asdict(cfg),
         "command": command,
         "selected": learner.selected,
+        # the CV counts the actor was trained on (imitation episodes and the TD phase's scenario)
+        "train_cvs": sorted({cfg.cvs, *(cfg.demo_counts() if cfg.imitates else [])}),
     }
+    if cfg.method == "mad2rl" and cfg.decision_noise == "zero":
+        meta["noise"] = "zero"  # one deterministic pass (splitrt.edge_runtime.decide.onnx_policy, "Samples")
     return export_actor(learner.actor, Path(out) if out else run_dir / "policy", meta)
 
 

@@ -6,7 +6,8 @@ A policy is found under ``policy`` (a policy directory, or a folder searched rec
 ``match="exact"`` needs the same #CVs, #SVs, V and DNN types it was trained on; ``match="shape"``
 the same #SVs (node count J), V and DNN types, with any number of CVs (the actor is shared by all
 agents and sees only its own observation, so it runs with any number of CVs), a policy trained
-for exactly the scenario's #CVs first. No match is `MethodNotApplicable`, reported by
+for exactly the scenario's #CVs first. V is not compared for a policy trained on a reward
+without it (`v_free`: ``objective_v`` > 0). No match is `MethodNotApplicable`, reported by
 `splitrt evaluate` with the command that trains one.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from splitrt.edge_runtime.decide.onnx_policy import POLICY_META, OnDevicePolicy
 from splitrt.edge_runtime.errors import SplitrtError
-from splitrt.policy.methods.registry import MethodNotApplicable
+from splitrt.policy.methods.registry import MethodNotApplicable, parse_variants
 
 if TYPE_CHECKING:
     from splitrt.policy.sim.env import SlotView, VecEnv
@@ -49,7 +50,9 @@ def find_policy(root: str | Path, method: str, scenario, match: str = "exact") -
             continue
         if {t["model"] for t in meta.get("types", [])} != set(scenario.types):
             continue
-        if (sc.get("n_svs"), float(sc.get("v", -1))) != (scenario.n_svs, float(scenario.v)):
+        if sc.get("n_svs") != scenario.n_svs:
+            continue
+        if not v_free(meta) and float(sc.get("v", -1)) != float(scenario.v):
             continue
         if sc.get("name") not in (None, scenario.name):
             continue
@@ -63,6 +66,22 @@ def find_policy(root: str | Path, method: str, scenario, match: str = "exact") -
         f"V={scenario.v:g} under {root} (train one: splitrt train --method {method} --preset {scenario.name} "
         f"--cvs {scenario.n_cvs} --svs {scenario.n_svs} --v {scenario.v:g} --out runs/...)"
     )
+
+
+def v_free(meta: dict) -> bool:
+    """True for a policy whose training never used the scenario's V, so it serves every V: its TD
+    phase (if any) had the reward -(queue pressure + V' sum d) (``objective_v`` > 0,
+    policy/learn/train.py) and its expert (if any) planned on that objective too."""
+    tc = meta.get("train_config") or {}
+    if "objective_v" not in tc:
+        return False  # trained before the reward had a V' of its own: on -P2 at the scenario's V
+    td_free = int(tc.get("episodes", 1)) == 0 or float(tc["objective_v"]) > 0
+    expert = str(tc.get("expert", "none")).strip()
+    if expert.lower() in ("", "none"):
+        return td_free
+    name, options = parse_variants([f"expert={expert}"])["expert"]
+    planned_v = float(options.get("objective_v", 150.0 if name == "best-known" else 0.0))
+    return td_free and planned_v > 0
 
 
 class LearnedPolicy:
@@ -86,16 +105,19 @@ class LearnedPolicy:
                     f"{self.directory}: {model} has {workload.n_cuts} cuts here, "
                     f"the policy was trained with {self.policy.n_cuts.get(model)}"
                 )
-        if env.max_actions != self.policy.max_actions:
+        self.onehot = self.policy.type_onehot(list(env.agent_model))  # refuses a type it never decided for
+        if env.max_actions > self.policy.max_actions:
             raise MethodNotApplicable(
                 f"{self.directory}: {env.max_actions} actions here, policy {self.policy.max_actions}"
             )
-        self.onehot = self.policy.type_onehot(list(env.agent_model))
 
     def act(self, obs: np.ndarray, state: np.ndarray, mask: np.ndarray, view: SlotView) -> np.ndarray:
         assert self.policy is not None, "reset() first"
         e, n, d = obs.shape
-        _, action = self.policy.run(obs.reshape(e * n, d), np.tile(self.onehot, (e, 1)), mask.reshape(e * n, -1))
+        mask = mask.reshape(e * n, -1)
+        if mask.shape[1] < self.policy.max_actions:  # fewer CVs than trained may mean fewer DNN types
+            mask = np.pad(mask, [(0, 0), (0, self.policy.max_actions - mask.shape[1])])
+        _, action = self.policy.run(obs.reshape(e * n, d), np.tile(self.onehot, (e, 1)), mask)
         return action.reshape(e, n).astype(np.int64)
 
 

@@ -4,7 +4,8 @@ Figure ``decision`` / ``median_ms`` (and ``p95_ms``), params ``steps`` (M = 3, 5
 ``samples`` (noise draws per decision: 1, and the runtime's default `DEFAULT_SAMPLES`) and
 ``method``: one decision at batch 1 through `splitrt.edge_runtime.decide.onnx_policy.OnDevicePolicy.decide` (mask
 construction, noise draw, ONNX Runtime with one intra-op thread, action decoding), pinned to one
-core. The actor is freshly initialised at the paper's default shape (5 CVs, 5 SVs: 13 inputs,
+core; and the shipped default policy (policy/trained/default) as a vehicle runs it (param
+``policy``: its own noise and samples from policy.json). The other actors are freshly initialised at the paper's default shape (5 CVs, 5 SVs: 13 inputs,
 3 DNN types, 23 x 6 = 138 actions); latency does not depend on the weights. The paper reports
 0.089-0.183 s per step for MAD2RL on its machine (Table II).
 """
@@ -78,6 +79,15 @@ def decision(ctx: BenchContext) -> list[dict[str, Any]]:
                     params = {"method": method, "steps": steps, "samples": samples}
                     out.append(record("decision", "median_ms", float(np.median(times)) * 1e3, "ms", **params))
                     out.append(record("decision", "p95_ms", float(np.percentile(times, 95)) * 1e3, "ms", **params))
+        # the shipped default exactly as a vehicle runs it (its policy.json's noise and samples)
+        from splitrt.edge_runtime.decide.onnx_policy import OnDevicePolicy
+        from splitrt.policy.methods.learned import TRAINED_DIR
+
+        shipped = OnDevicePolicy(TRAINED_DIR / "default", threads=1)
+        times = _decision_latency(str(TRAINED_DIR / "default"), runs, shipped.samples)
+        params = {"method": "mad2rl", "steps": shipped.steps, "samples": shipped.samples, "policy": "shipped default"}
+        out.append(record("decision", "median_ms", float(np.median(times)) * 1e3, "ms", **params))
+        out.append(record("decision", "p95_ms", float(np.percentile(times, 95)) * 1e3, "ms", **params))
     finally:
         if affinity:
             os.sched_setaffinity(0, affinity)

@@ -19,7 +19,9 @@ from splitrt.edge_runtime.errors import SplitrtError
 from splitrt.policy.learn.train import Learner, TrainConfig, load_run, make_env, train
 
 ROOT = Path(__file__).resolve().parents[3]
-TINY = dict(cvs=2, svs=1, episodes=32, n_envs=8, batch_size=32, checkpoint_every=2, threads=1)
+#: The paper's training (TD only on -P2, sampled noise), small.
+PAPER = dict(expert="none", objective_v=0.0, decision_noise="sampled")
+TINY = dict(cvs=2, svs=1, episodes=32, n_envs=8, batch_size=32, checkpoint_every=2, threads=1, **PAPER)
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +162,7 @@ def test_training_improves_on_the_untrained_policy(tmp_path):
         checkpoint_every=100,
         threads=1,
         seed=3,
+        **PAPER,
     )
     untrained = Learner(cfg, make_env(cfg, 1, seed=0))
     train(cfg, tmp_path, progress=False)
@@ -247,6 +250,8 @@ def test_train_and_export_policy_cli(tmp_path):
         "16",
         "--threads",
         "1",
+        "--expert",
+        "none",
         "--no-progress",
         "--out",
         str(tmp_path / "run"),

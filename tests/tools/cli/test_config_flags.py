@@ -38,6 +38,9 @@ TRAIN_FLAGS = {
     "--lr", "--gamma", "--tau-soft", "--buffer-size", "--batch-size", "--updates-per-step", "--eps-start",
     "--eps-end", "--eps-fraction", "--hidden", "--checkpoint-every", "--validate-every", "--threads", "--device",
     "--out", "--resume", "--no-progress",
+    # the imitation phase and the reward's V' (policy/learn/demonstrate.py)
+    "--objective-v", "--expert", "--dagger-rounds", "--dagger-slots", "--dagger-envs", "--bc-steps", "--demo-cvs", "--demo-weight",
+    "--decision-noise",
 }  # fmt: skip
 #: the flags that are no config field, each defined once in its command module
 NON_CONFIG = {
@@ -102,6 +105,15 @@ TRAIN = TrainConfig(
     cvs=4,
     svs=1,
     v=50.0,
+    objective_v=20.0,
+    expert="ga:budget=40",
+    dagger_rounds=2,
+    dagger_slots=7,
+    dagger_envs=3,
+    bc_steps=9,
+    demo_cvs="2,4",
+    demo_weight=0.5,
+    decision_noise="sampled",
     steps=3,
     temperature=0.5,
     episodes=40,
