@@ -40,7 +40,7 @@ class TrainConfig:
     dagger_rounds: int = setting(6, help="imitation rounds: roll out, label every slot with the expert, refit")
     dagger_slots: int = setting(60, help="slots per imitation episode")
     dagger_envs: int = setting(8, help="imitation episodes per round and CV count (played in parallel)")
-    bc_steps: int = setting(1500, help="gradient steps on the aggregated demonstrations after each round")
+    bc_steps: int = setting(1000, help="gradient steps on the aggregated demonstrations after each round")
     demo_cvs: str = setting(
         "3,4,5,6,7",
         help="CV counts the imitation episodes cycle through (the actor is shared, so one policy serves them); "

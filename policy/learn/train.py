@@ -6,16 +6,18 @@ MLP); a QMIX mixer (eq 58) combines the chosen actions' values with the global s
 Q_tot, trained on the TD loss (eqs 59-60) against soft-updated target networks (eqs 61-62). The
 reward is the common r(t) = -P2(t) (eq 57) of the batched simulator (splitrt.policy.sim.env.VecEnv).
 
-Since the "policy worth deploying" issue the default training has two phases: imitation of a
-full-information planner (DAgger, splitrt.policy.learn.demonstrate), then the TD phase below with
-the imitation loss kept beside the TD loss. The paper's training is `--expert none --objective-v 0
---decision-noise sampled --eps-start 1.0` (the reproduction row of docs/results).
+Since the "policy worth deploying" issue the default training is the imitation of a
+full-information planner (DAgger, splitrt.policy.learn.demonstrate); `--episodes N` adds the TD
+phase below after it, with the imitation loss kept beside the TD loss (`--demo-weight`). Plain TD
+after the imitation made the actor 6-11% slower at T = 300 (docs/training.md, "Imitation"), so
+the default has none. The paper's training is `--expert none --objective-v 0 --decision-noise
+sampled --episodes 2000` (the reproduction row of docs/results).
 
 What the paper leaves open (or what did not work here), and our choice:
 | item | choice | why |
 |---|---|---|
 | objective | reward -(queue pressure + V' sum_i d_i), V' = 150 (`--objective-v`; 0: the paper's -P2(t) at V) | -P2 at V = 10 caps a perfect per-slot learner at the P2 optimum, which is 1.26-1.38x best-known's mean completion; V' = 150 is best-known's objective, the best of V' = 10..2000 for a GA (docs/results/2026-12-03-references.md) |
-| imitation | DAgger from `ga:budget=2550;objective_v=150` (`--expert`), 6 rounds of n_envs episodes of 60 slots per CV count | TD alone reached 1.38x / 1.48x of best-known at 3 / 5 CVs; imitation, measured in docs/training.md ("Imitation"), reaches far closer in less time |
+| imitation | DAgger from `ga:budget=2550;objective_v=150` (`--expert`), 6 rounds of 8 episodes of 60 slots per CV count, 1000 steps per round (1500 took 16 min) | TD alone reached 1.38x / 1.48x of best-known at 3 / 5 CVs; imitation reached 1.04x / 1.11x (docs/training.md, "Imitation"); 2000 steps per round instead of 400 took 5 CVs from 0.770 to 0.711 s |
 | CV counts | imitation episodes cycle through 3..7 CVs (`--demo-cvs`) | the actor is shared and sees its own observation only; trained at 5 CVs alone it let queues grow at 7 CVs (21.4 s vs best-known 5.5 s); with 3, 5, 7 mixed, 5.5 s (docs/training.md) |
 | noise | zero (`--decision-noise`): x_M = 0 and no posterior noise, in training and on the vehicle | one deterministic pass decides (0.5-0.8 ms at M = 7 on one core) where the sampled policy needed 16 draws (3.4-3.9 ms) to decide well |
 | discount gamma | 0 (the paper: 0.99; `--gamma 0.99` reproduces it) | P2(t) is already the Lyapunov drift-plus-penalty bound: minimising it slot by slot is what the theory asks for. Measured at the paper's 5 CVs / 5 SVs, 1000 episodes: with 0.99 both MAD2RL and P-QMIX collapse to full offload (~11.4-12.0 s mean completion vs 12.1 s for offload-all); with 0.5, P-QMIX 6.3 s; with ~0, P-QMIX 1.20 s, MAD2RL 2.4 s (docs/results/2026-11-29-paper-t30.md) |
