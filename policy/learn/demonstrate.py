@@ -106,20 +106,13 @@ class Demonstrations:
 
 
 def dagger(
-    cfg, learner, rng: np.random.Generator, *, progress: bool = True, after_round=None
+    cfg, learner, envs, rng: np.random.Generator, *, progress: bool = True, after_round=None
 ) -> tuple[Demonstrations, list[dict]]:
-    """Run the imitation phase (module docstring) on ``learner.actor``; returns the demonstrations
-    (kept for the TD phase's imitation term) and one metrics row per round. ``after_round(r)``,
-    called after each round's refit, may return more columns for its row (the validation)."""
-    from dataclasses import replace
-
-    from splitrt.policy.learn.train import make_env
-
+    """Run the imitation phase (module docstring) on ``learner.actor`` over ``envs`` (one VecEnv
+    per CV count, `splitrt.policy.learn.train.imitation_envs`); returns the demonstrations (kept
+    for the TD phase's imitation term) and one metrics row per round. ``after_round(r)``, called
+    after each round's refit, may return more columns for its row (the validation)."""
     expert = make_expert(cfg.expert)
-    envs = [
-        make_env(replace(cfg, cvs=c), cfg.dagger_envs, seed=cfg.seed + 7919 * c, slots=cfg.dagger_slots)
-        for c in cfg.demo_counts()
-    ]
     for env in envs:
         if env.n_nodes != learner.n_nodes or env.max_actions > learner.n_actions:
             raise ValueError("every imitation scenario must have the learner's nodes and at most its actions")

@@ -81,6 +81,17 @@ def make_env(cfg: TrainConfig, n_envs: int, seed: int, slots: int | None = None)
     return VecEnv(make_scenario(cfg, slots), n_envs=n_envs, seed=seed)
 
 
+def imitation_envs(cfg: TrainConfig) -> list:
+    """The imitation phase's environments: one per CV count of --demo-cvs, --dagger-envs episodes
+    of --dagger-slots slots each, seeded per count."""
+    from dataclasses import replace
+
+    return [
+        make_env(replace(cfg, cvs=c), cfg.dagger_envs, seed=cfg.seed + 7919 * c, slots=cfg.dagger_slots)
+        for c in cfg.demo_counts()
+    ]
+
+
 def training_reward(cfg: TrainConfig, reward: np.ndarray, info: dict[str, Any]) -> np.ndarray:
     """(E,) the reward the learner sees: -(queue pressure + V' sum_i d_i) with V' = --objective-v
     (best-known's slot objective), or the environment's -P2(t) (eq 57) with --objective-v 0."""
@@ -426,7 +437,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
                     best = {"iteration": 0, "round": r, **val, "actor": copy.deepcopy(learner.actor.state_dict())}
                 return {"val_completion_s": val["completion_s"]}
 
-            demos, rows = dagger(cfg, learner, rng, progress=progress, after_round=after_round)
+            demos, rows = dagger(cfg, learner, imitation_envs(cfg), rng, progress=progress, after_round=after_round)
             with open(out / "imitation.csv", "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(rows[0]))
                 writer.writeheader()
