@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from splitrt.edge_runtime.decide.onnx_policy import DEFAULT_SAMPLES
+
 #: Score temperature of the imitation loss: the range penalty keeps |score| near <= 2
 #: (policy/learn/train.py), so logits score / 0.25 span about +-8.
 DEMO_TEMPERATURE = 0.25
@@ -138,7 +140,7 @@ def dagger(
                 if r == 0:
                     act = a_exp
                 else:
-                    a_pol = learner.decide_for(obs, pad(mask), onehot)
+                    a_pol = learner.decide(obs, pad(mask), DEFAULT_SAMPLES, learner.generator, onehot)
                     agree.append(np.take_along_axis(target, a_pol[..., None], -1).mean())
                     act = np.where(rng.random((env.n_envs, 1)) < beta, a_exp, a_pol)
                 obs, state, mask, _, done, _ = env.step(act)

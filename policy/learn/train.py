@@ -49,7 +49,6 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from splitrt.edge_runtime.decide.onnx_policy import DEFAULT_SAMPLES
 from splitrt.edge_runtime.errors import SplitrtError
 from splitrt.edge_runtime.sysmodel.observation import sample_valid
 from splitrt.policy.learn.config import (  # torch-free, so the CLI builds its flags without torch
@@ -93,12 +92,14 @@ def imitation_envs(cfg: TrainConfig) -> list:
 
 
 def training_reward(cfg: TrainConfig, reward: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-    """(E,) the reward the learner sees: -(queue pressure + V' sum_i d_i) with V' = --objective-v
-    (best-known's slot objective), or the environment's -P2(t) (eq 57) with --objective-v 0."""
-    if cfg.objective_v <= 0:
-        return reward
-    pressure = info["p2"] - info["penalty"]
-    return -(pressure + cfg.objective_v * info["completion_s"].sum(axis=-1))
+    """(E,) the reward the learner sees: minus best-known's slot objective
+    (`splitrt.policy.methods.baselines.slot_objective`) at V' = --objective-v, which is the
+    environment's -P2(t) (eq 57) with --objective-v 0."""
+    from types import SimpleNamespace
+
+    from splitrt.policy.methods.baselines import slot_objective
+
+    return -slot_objective(SimpleNamespace(**info), cfg.objective_v)
 
 
 def build_agent(cfg: TrainConfig, obs_dim: int, n_types: int, n_actions: int) -> torch.nn.Module:
@@ -107,6 +108,15 @@ def build_agent(cfg: TrainConfig, obs_dim: int, n_types: int, n_actions: int) ->
             obs_dim, n_types, n_actions, steps=cfg.steps, hidden=cfg.hidden, temperature=cfg.temperature
         )
     return MLPAgent(obs_dim, n_types, n_actions, hidden=cfg.hidden)
+
+
+def range_penalty(actor) -> torch.Tensor | float:
+    """Keeps the diffusion actor's x0 prediction of its last forward pass where tanh still
+    responds (`RANGE_LIMIT`); 0 for an actor without one (the MLP)."""
+    pre = getattr(actor, "last_pre", None)
+    if pre is None:
+        return 0.0
+    return RANGE_PENALTY * torch.relu(pre.abs() - RANGE_LIMIT).pow(2).mean()
 
 
 class Replay:
@@ -202,18 +212,6 @@ class Learner:
         q, score = actor(obs.reshape(b * n, d), oh, mask.reshape(b * n, -1), self.noise(actor, b * n, generator))
         return q.view(b, n, -1), score.view(b, n, -1)
 
-    @torch.no_grad()
-    def decide_for(self, obs: np.ndarray, mask: np.ndarray, onehot: np.ndarray) -> np.ndarray:
-        """(E, N) the deployed decision of CVs with type one-hot ``onehot`` (N, K), any N."""
-        oh = torch.as_tensor(onehot, device=self.device)
-        o = torch.as_tensor(obs, device=self.device)
-        m = torch.as_tensor(mask, device=self.device)
-        s = 1 if self.cfg.decision_noise == "zero" or not isinstance(self.actor, DiffusionActor) else DEFAULT_SAMPLES
-        q, score = self.q_all(self.actor, o.repeat(s, 1, 1), m.repeat(s, 1, 1), self.generator, oh)
-        if s == 1:
-            return score.argmax(-1).cpu().numpy()
-        return q.view(s, *obs.shape[:2], -1).mean(0).argmax(-1).cpu().numpy()
-
     def imitate(self, batch: dict[str, torch.Tensor]) -> float:
         """One Adam step of the imitation loss (splitrt.policy.learn.demonstrate) on the actor."""
         loss = self.imitation_term(batch)
@@ -221,8 +219,6 @@ class Learner:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 10.0)
         self.opt.step()
-        with torch.no_grad():  # the target actor starts the TD phase where imitation left it
-            self.target_actor.load_state_dict(self.actor.state_dict())
         return float(loss.detach())
 
     def imitation_term(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -231,10 +227,7 @@ class Learner:
         actor = self.actor
         _, score = actor(batch["obs"], batch["onehot"], batch["mask"], self.noise(actor, len(batch["obs"])))
         loss = imitation_loss(score, batch["target"])
-        pre = getattr(actor, "last_pre", None)
-        if pre is not None:
-            loss = loss + RANGE_PENALTY * torch.relu(pre.abs() - RANGE_LIMIT).pow(2).mean()
-        return loss
+        return loss + range_penalty(actor)
 
     def fit_actor_normaliser(self, obs: np.ndarray) -> None:
         """Refit the actor's observation normaliser on ``obs`` (rows x D), e.g. the expert's states."""
@@ -254,15 +247,24 @@ class Learner:
         return np.where(explore, random_valid, greedy)
 
     @torch.no_grad()
-    def decide(self, obs: np.ndarray, mask: np.ndarray, samples: int, generator: torch.Generator) -> np.ndarray:
+    def decide(
+        self,
+        obs: np.ndarray,
+        mask: np.ndarray,
+        samples: int,
+        generator: torch.Generator,
+        onehot: np.ndarray | None = None,
+    ) -> np.ndarray:
         """(E, N) the deployed decision (splitrt.edge_runtime.decide.onnx_policy.OnDevicePolicy.run): one draw decides by
         the graph's score, S > 1 draws by the argmax of the values averaged over them (one
-        deterministic pass with --decision-noise zero)."""
+        deterministic pass with --decision-noise zero). ``onehot`` (N, K): the CVs' types when they
+        are not the learner's own scenario's (the imitation episodes of other CV counts)."""
         sampled = isinstance(self.actor, DiffusionActor) and self.cfg.decision_noise == "sampled"
         s = samples if sampled else 1
         o = torch.as_tensor(obs, device=self.device).repeat(s, 1, 1)
         m = torch.as_tensor(mask, device=self.device).repeat(s, 1, 1)
-        q, score = self.q_all(self.actor, o, m, generator)
+        oh = None if onehot is None else torch.as_tensor(onehot, device=self.device)
+        q, score = self.q_all(self.actor, o, m, generator, oh)
         if s == 1:
             return score.argmax(-1).cpu().numpy()
         return q.view(s, *obs.shape[:2], -1).mean(0).argmax(-1).cpu().numpy()
@@ -274,7 +276,6 @@ class Learner:
         ``demo`` (a batch of demonstrations) the imitation loss, weighted by --demo-weight, is added."""
         cfg = self.cfg
         q, _ = self.q_all(self.actor, batch["obs"], batch["mask"])
-        pre = getattr(self.actor, "last_pre", None)  # this forward's x0 prediction (diffusion actor)
         q_taken = q.gather(-1, batch["action"].unsqueeze(-1)).squeeze(-1)  # (B, N)
         q_tot = self.mixer(q_taken, batch["state"])
         y = batch["reward"] / reward_scale
@@ -286,8 +287,7 @@ class Learner:
                 target_tot = self.target_mixer(next_target.gather(-1, best).squeeze(-1), batch["next_state"])
                 y = y + cfg.gamma * target_tot
         loss = F.smooth_l1_loss(q_tot, y)
-        if pre is not None:  # keep the diffusion actor's x0 prediction where tanh still responds
-            loss = loss + RANGE_PENALTY * torch.relu(pre.abs() - RANGE_LIMIT).pow(2).mean()
+        loss = loss + range_penalty(self.actor)
         if demo is not None and cfg.demo_weight > 0:
             loss = loss + cfg.demo_weight * self.imitation_term(demo)
         self.opt.zero_grad()
@@ -438,6 +438,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
                 return {"val_completion_s": val["completion_s"]}
 
             demos, rows = dagger(cfg, learner, imitation_envs(cfg), rng, progress=progress, after_round=after_round)
+            learner.target_actor.load_state_dict(learner.actor.state_dict())  # TD starts from the imitated actor
             with open(out / "imitation.csv", "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(rows[0]))
                 writer.writeheader()

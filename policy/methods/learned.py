@@ -21,6 +21,7 @@ import numpy as np
 
 from splitrt.edge_runtime.decide.onnx_policy import POLICY_META, OnDevicePolicy
 from splitrt.edge_runtime.errors import SplitrtError
+from splitrt.policy.methods.baselines import BEST_KNOWN_V
 from splitrt.policy.methods.registry import MethodNotApplicable, parse_variants
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def v_free(meta: dict) -> bool:
     if expert.lower() in ("", "none"):
         return td_free
     name, options = parse_variants([f"expert={expert}"])["expert"]
-    planned_v = float(options.get("objective_v", 150.0 if name == "best-known" else 0.0))
+    planned_v = float(options.get("objective_v", BEST_KNOWN_V if name == "best-known" else 0.0))
     return td_free and planned_v > 0
 
 

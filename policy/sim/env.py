@@ -124,7 +124,7 @@ class VecEnv:
     ``info`` (numpy arrays): "completion_s", "local_s", "tx_s", "rsu_s", "sv_s" (E, N) the per-task
     delay of eq 17 and its parts (0 for a CV without a task); "tasks" (E, N); "q_loc_flops" (E, N),
     "q_rsu_flops" (E, K), "q_sv_flops" (E, S) after the slot; "lyapunov" (E,) L(Q(t+1)) in GFLOP^2;
-    "drift", "penalty", "p2" (E,); "rsu_alloc_flops_per_s" (E, K); "invalid_actions" (E,).
+    "drift", "pressure", "penalty", "p2" (E,); "rsu_alloc_flops_per_s" (E, K); "invalid_actions" (E,).
     """
 
     def __init__(
@@ -268,6 +268,7 @@ class VecEnv:
             "lyapunov": out.lyapunov,
             "drift": out.drift,
             "penalty": out.penalty,
+            "pressure": out.pressure,
             "p2": out.p2,
             "rsu_alloc_flops_per_s": out.rsu_alloc_flops_per_s,
             "invalid_actions": invalid.sum(axis=-1),
