@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from splitrt.policy.methods.registry import Method, MethodNotApplicable, make_method
-from splitrt.policy.sim.env import VecEnv
+from splitrt.policy.sim.asrun import AsRunEnv, make_env, task_table
 from splitrt.policy.sim.scenario import Scenario
 from splitrt.policy.sim.slot import Tables
 
@@ -158,7 +158,7 @@ def run_episodes(
     environment (the decision delays every task it decides; queues evolve as without it). A
     bound (`splitrt.policy.methods.bounds`) records its per-slot floor F_t as the slot's completion sum.
     """
-    env = VecEnv(scenario, n_envs=n_seeds, seed=seed)
+    env = make_env(scenario, n_envs=n_seeds, seed=seed)
     method.reset(env, seed)
     obs, state, mask = env.reset()
     t_slots = scenario.slots
@@ -202,6 +202,14 @@ def run_episodes(
             backlog[k][:, t] = info[k].sum(axis=-1)
         for k in lyap:
             lyap[k][:, t] = info[k]
+    if isinstance(env, AsRunEnv) and not bound:  # completions exist once the queues have served the tasks
+        table = task_table(env)
+        m = np.maximum(table["tasks"], 1)
+        comp[:] = table["completion_s"].sum(axis=-1) + (decide * tasks if charge_decision else 0.0)
+        jobs[:] = table["completion_s"] / m + (decide[..., None] if charge_decision else 0.0)
+        for k in parts:
+            parts[k][:] = table[k].sum(axis=-1)
+        lyap["penalty"][:] = scenario.v * table["completion_s"].sum(axis=-1)
     if bound:  # the env was stepped all-local only to advance it: nothing of it describes the bound
         for table in (parts, backlog, lyap):
             for k in table:

@@ -30,6 +30,9 @@ class LiveRule:
         self._seed = seed
         self._base = seed or 0
         self._deciders: dict[tuple[int, int], object] = {}
+        #: CV -> the seed its vehicle's decider has (tools/hil: the live run's own seeds, so a
+        #: seeded rule such as ``random`` draws what the live vehicles drew); env 0 only
+        self.cv_seeds: dict[int, int] | None = None
 
     def reset(self, env, seed: int | None) -> None:
         """New deciders (made on first use: a CV's decider needs its model's cut count)."""
@@ -40,7 +43,10 @@ class LiveRule:
         """Environment ``env``'s CV ``cv``'s decider, seeded from (seed, env, cv)."""
         key = (env, cv)
         if key not in self._deciders:
-            seed = int(np.random.SeedSequence([self._base, env, cv]).generate_state(1)[0])
+            if self.cv_seeds is not None and env == 0 and cv in self.cv_seeds:
+                seed = self.cv_seeds[cv]
+            else:
+                seed = int(np.random.SeedSequence([self._base, env, cv]).generate_state(1)[0])
             self._deciders[key] = make_decider(self.spec, n_cuts, n_nodes, seed=seed)
         return self._deciders[key]
 

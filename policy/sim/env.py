@@ -247,6 +247,14 @@ class VecEnv:
                     f"(n_actions {self.n_actions[i]}, masked out or out of range)"
                 )
             actions = np.where(invalid, (self.tables.n_cuts - 1) * self.n_nodes, actions)
+        reward, info = self._play(actions)
+        info["invalid_actions"] = invalid.sum(axis=-1)
+        obs, state, next_mask = self._observe()
+        done = np.full(self.n_envs, self._done)
+        return obs, state, next_mask, reward, done, info
+
+    def _play(self, actions: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """Play the slot's valid ``actions`` through eqs 3-17 and move to the next slot: (reward, info)."""
         out = evaluate_slot(self.tables, self._slot_state(), actions)
         tasks = self._tasks[:, self._t]
         self._q_loc = out.q_loc_next_flops
@@ -254,7 +262,6 @@ class VecEnv:
         self._q_sv = out.q_sv_next_flops
         self._t += 1
         self._done = self._t >= self.scenario.slots
-        obs, state, next_mask = self._observe()
         info = {
             "completion_s": out.completion_s,
             "local_s": out.local_s,
@@ -271,10 +278,8 @@ class VecEnv:
             "pressure": out.pressure,
             "p2": out.p2,
             "rsu_alloc_flops_per_s": out.rsu_alloc_flops_per_s,
-            "invalid_actions": invalid.sum(axis=-1),
         }
-        done = np.full(self.n_envs, self._done)
-        return obs, state, next_mask, out.reward, done, info
+        return out.reward, info
 
     def view(self) -> SlotView:
         """The current slot for planning methods (see `SlotView`)."""

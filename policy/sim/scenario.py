@@ -48,6 +48,7 @@ from splitrt.edge_runtime.sysmodel.channel import V2I_GAIN_DB, V2V_GAIN_DB
 from splitrt.policy.sim.profiles import DATA_DIR, reference_speed_flops_per_s
 
 ARRIVALS = ("paper", "bernoulli", "poisson")
+SIM_MODELS = ("paper", "as-run")
 MOBILITY = ("highway", "sumo", "fcd")
 
 
@@ -96,6 +97,8 @@ class Scenario:
     manifest_dir: str = _f("", "directory of manifests (<model>.json or <model>/manifest.json); '' = shipped")
     vehicle_profile_dir: str = _f("", "profiles measured on a vehicle (per-cut local/SV times); '' = eq 6 FLOPs")
     rsu_profile_dir: str = _f("", "profiles measured on the RSU (per-cut edge times); '' = eq 6 FLOPs")
+    sim_model: str = _f("paper", "slot model: paper (eqs 3-17) or as-run (the runtime's queues event by event)")
+    calibration_file: str = _f("", "the as-run model's overheads (OUT/calibration.json of splitrt hil); '' = none")
 
     def __post_init__(self) -> None:
         def bad(name: str, value: Any, why: str) -> SplitrtError:
@@ -135,6 +138,10 @@ class Scenario:
             raise bad("arrival_rate_per_slot", self.arrival_rate_per_slot, "must be a probability in (0, 1]")
         if self.arrivals == "poisson" and not self.arrival_rate_per_slot > 0:
             raise bad("arrival_rate_per_slot", self.arrival_rate_per_slot, "tasks/slot must be > 0")
+        if self.sim_model not in SIM_MODELS:
+            raise bad("sim_model", self.sim_model, f"is not one of {', '.join(SIM_MODELS)}")
+        if self.sim_model == "as-run" and self.arrivals != "paper":
+            raise bad("sim_model", self.sim_model, "replays the runtime's one task per CV per slot: needs arrivals = paper")
         if self.mobility not in MOBILITY:
             raise bad("mobility", self.mobility, f"is not one of {', '.join(MOBILITY)}")
         if self.mobility == "fcd" and not self.fcd_file:

@@ -78,6 +78,14 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=None,
         help="the RSU runs at this machine's measured speed / HEADROOM (default 1.5 with pace, else 1: native)",
     )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the as-run model's overheads (OUT/calibration.json of an earlier run; = --set calibration_file=FILE); "
+        "default: fitted from this run's own records (in-sample)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--report-only",
@@ -121,6 +129,10 @@ def main(args: argparse.Namespace) -> int:
     if args.report_only is None and (args.vehicle_profiles or args.rsu_profiles):
         raise SplitrtError("--vehicle-profiles/--rsu-profiles go with --report-only (a live run profiles this machine)")
     base = _scenario(args)
+    if args.calibration is not None or base.calibration_file:
+        from splitrt.policy.sim.asrun import load_calibration
+
+        load_calibration(args.calibration or base.calibration_file)  # a bad file stops us before anything runs
     policies = _policies(args.policy)
     if args.report_only is not None:
         return _report_only(args, base, policies)
@@ -222,6 +234,7 @@ def main(args: argparse.Namespace) -> int:
                 report.write_summary(summary, out)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    _as_run(plan, summary, lives, {m: o for m, (_, o) in chosen.items()}, out, args.calibration)
     _finish(
         plan,
         summary,
@@ -291,6 +304,7 @@ def _report_only(args: argparse.Namespace, base, policies: dict[str, Path]) -> i
         sims[m], reps[m], record = report.compare(run.plan, live, run.options[m])
         summary.append(carry_over(record, run.previous.get(m)))
     report.write_summary(summary, out)
+    _as_run(run.plan, summary, run.lives, run.options, out, args.calibration)
     _finish(
         run.plan,
         summary,
@@ -306,6 +320,38 @@ def _report_only(args: argparse.Namespace, base, policies: dict[str, Path]) -> i
         source=f"{out} (report rebuilt from files; nothing ran live)",
     )
     return 0
+
+
+def _as_run(plan, summary, lives, options, out: Path, calibration: Path | None) -> None:
+    """The as-run model's columns of every method's record (summary.json rewritten), and this
+    run's own calibration (OUT/calibration.json, fitted from its records). The overheads are
+    ``calibration`` or the scenario's calibration_file when given, else this run's own fit."""
+    from splitrt.edge_runtime.errors import SplitrtError
+    from splitrt.policy.sim.asrun import load_calibration
+    from splitrt.tools.hil import report
+    from splitrt.tools.hil.calibrate import write_calibration
+
+    own = out / "calibration.json"
+    given = calibration or (Path(plan.scenario.calibration_file) if plan.scenario.calibration_file else None)
+    overheads = load_calibration(given) if given is not None else None  # before the own fit overwrites it
+    try:
+        fitted, path = write_calibration(own, plan, list(lives.values()), str(out))
+    except SplitrtError as exc:
+        if overheads is None:
+            _say(f"no as-run model: {exc}")
+            return
+        fitted, path = overheads, given
+    if overheads is None or given.resolve() == own.resolve():
+        overheads = overheads or fitted
+        note = f"overheads fitted from this run's own records, {path} (in-sample)"
+    else:
+        note = f"overheads from {given} (fitted from another run's records)"
+    for record in summary:
+        m = record["method"]
+        _say(f"{m}: the as-run model of the same scenario")
+        *_, keys = report.compare_as_run(plan, lives[m], options.get(m), overheads, note)
+        record.update(keys)
+    report.write_summary(summary, out)
 
 
 def _finish(plan, summary, lives, sims, reps, out, link_note, broker, warnings, skipped, *, title, source=""):

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from splitrt.policy.sim.asrun import Overheads
 from splitrt.tools.hil.faults import FaultWindow, split_by_window
 from splitrt.tools.hil.plan import HilPlan
 from splitrt.tools.hil.runner import LiveResult
@@ -111,6 +112,25 @@ def fault_summary(
     return out
 
 
+def arriving_flops(plan: HilPlan) -> float:
+    """FLOPs arriving per slot: a task per CV, its whole model."""
+    return sum(float(plan.work.models[cv.model]["local_flops"][-1]) for cv in plan.cvs)
+
+
+def backlog_stats(b: np.ndarray, arriving: float) -> dict[str, Any]:
+    """Mean, max, final backlog (GFLOP), its growth per slot over the second half, growing or not."""
+    if not b.size:
+        return {}
+    slope = _trend(b)
+    return {
+        "mean_gflop": float(b.mean() / GFLOP),
+        "max_gflop": float(b.max() / GFLOP),
+        "final_gflop": float(b[-1] / GFLOP),
+        "growth_gflop_per_slot": slope / GFLOP,
+        "growing": bool(slope > GROWTH_FRACTION * arriving),
+    }
+
+
 def measured_backlog(live: LiveResult) -> np.ndarray:
     """Backlog after slots 0..T-1 (= at the start of 1..T, the simulator's convention)."""
     return np.array([r["backlog_next_flops"] for r in live.controller])
@@ -128,21 +148,9 @@ def method_summary(plan: HilPlan, live: LiveResult, sim: SimResult, rep: SimResu
     comp_r = {k: float(np.mean([t[k] for t in rep.tasks])) if rep.tasks else None for k in COMPONENTS}
     agree = float(np.mean(rep.actions == sim.actions)) if sim.actions.size else None
 
-    arriving = sum(float(plan.work.models[cv.model]["local_flops"][-1]) for cv in plan.cvs)  # a task per CV
+    arriving = arriving_flops(plan)
     b_meas = measured_backlog(live) if live.controller else np.zeros(0)
     b_sim = np.array([s["backlog_flops"] for s in sim.slots])
-
-    def backlog_stats(b: np.ndarray) -> dict[str, Any]:
-        if not b.size:
-            return {}
-        slope = _trend(b)
-        return {
-            "mean_gflop": float(b.mean() / GFLOP),
-            "max_gflop": float(b.max() / GFLOP),
-            "final_gflop": float(b[-1] / GFLOP),
-            "growth_gflop_per_slot": slope / GFLOP,
-            "growing": bool(slope > GROWTH_FRACTION * arriving),
-        }
 
     l_meas = [r["lyapunov"] for r in live.controller]
     lyap = {
@@ -174,6 +182,7 @@ def method_summary(plan: HilPlan, live: LiveResult, sim: SimResult, rep: SimResu
         "measured_mean_completion_s": measured["mean_s"],
         "simulated_mean_completion_s": simulated["mean_s"],
         "gap_pct": gap_pct(measured["mean_s"], simulated["mean_s"]),
+        "p95_gap_pct": gap_pct(measured["p95_s"], simulated["p95_s"]),
         "tasks_generated": generated,
         "tasks_completed": len(done),
         "tasks_failed": len(live.records) - len(done) + (generated - len(live.records)),
@@ -182,11 +191,12 @@ def method_summary(plan: HilPlan, live: LiveResult, sim: SimResult, rep: SimResu
         "simulated": simulated,
         "replayed": replayed,
         "replay_gap_pct": gap_pct(measured["mean_s"], replayed["mean_s"]),
+        "replay_p95_gap_pct": gap_pct(measured["p95_s"], replayed["p95_s"]),
         "decisions_agree": agree,
         "components_measured_s": comp_m,
         "components_simulated_s": comp_s,
         "components_replayed_s": comp_r,
-        "backlog": {"measured": backlog_stats(b_meas), "simulated": backlog_stats(b_sim)},
+        "backlog": {"measured": backlog_stats(b_meas, arriving), "simulated": backlog_stats(b_sim, arriving)},
         "lyapunov": lyap,
         "outcomes": {
             o: sum(r["outcome"] == o for r in live.records) for o in ("remote", "local", "fallback", "failed")
@@ -218,6 +228,47 @@ def compare(
     write_sim(rep, live.out_dir / "replay_tasks.jsonl")
     (live.out_dir / "sim_slots.json").write_text(json.dumps(sim.slots) + "\n")
     return sim, rep, method_summary(plan, live, sim, rep)
+
+
+def as_run_summary(plan: HilPlan, live: LiveResult, sim: SimResult, rep: SimResult, calibration: str) -> dict[str, Any]:
+    """The as-run model's keys of a method's summary record (tools/hil/report.py lists them)."""
+    done = [r for r in live.records if r["outcome"] != "failed"]
+    measured = stats([r["total_s"] for r in done])
+    as_run = stats([t["completion_s"] for t in sim.tasks])
+    replayed = stats([t["completion_s"] for t in rep.tasks])
+    arriving = arriving_flops(plan)
+    return {
+        "as_run": as_run,
+        "as_run_gap_pct": gap_pct(measured["mean_s"], as_run["mean_s"]),
+        "as_run_p95_gap_pct": gap_pct(measured["p95_s"], as_run["p95_s"]),
+        "as_run_replayed": replayed,
+        "as_run_replay_gap_pct": gap_pct(measured["mean_s"], replayed["mean_s"]),
+        "as_run_replay_p95_gap_pct": gap_pct(measured["p95_s"], replayed["p95_s"]),
+        "as_run_decisions_agree": float(np.mean(rep.actions == sim.actions)) if sim.actions.size else None,
+        "components_as_run_s": {k: _mean([t[k] for t in sim.tasks]) for k in COMPONENTS},
+        "components_as_run_replayed_s": {k: _mean([t[k] for t in rep.tasks]) for k in COMPONENTS},
+        "as_run_backlog": backlog_stats(np.array([s["backlog_flops"] for s in sim.slots]), arriving),
+        "as_run_lyapunov": {
+            "mean_lyapunov": _mean([s["lyapunov"] for s in sim.slots]),
+            "mean_drift": _mean([s["drift"] for s in sim.slots]),
+            "mean_penalty": _mean([s["penalty"] for s in sim.slots]),
+        },
+        "as_run_calibration": calibration,
+    }
+
+
+def compare_as_run(
+    plan: HilPlan, live: LiveResult, options: dict[str, str] | None, overheads: Overheads, calibration: str
+) -> tuple[SimResult, SimResult, dict[str, Any]]:
+    """The as-run model's side of a method's live run (the method deciding on the as-run queues,
+    and the live decisions replayed), written next to the live files (``as_run_tasks.jsonl``,
+    ``as_run_replay_tasks.jsonl``, ``as_run_slots.json``); returns them and the summary keys."""
+    sim = simulate(plan, live.method, options, model="as-run", overheads=overheads)
+    rep = replay(plan, live.method, live.records, model="as-run", overheads=overheads)
+    write_sim(sim, live.out_dir / "as_run_tasks.jsonl")
+    write_sim(rep, live.out_dir / "as_run_replay_tasks.jsonl")
+    (live.out_dir / "as_run_slots.json").write_text(json.dumps(sim.slots) + "\n")
+    return sim, rep, as_run_summary(plan, live, sim, rep, calibration)
 
 
 def _mean(values: list[float]) -> float | None:

@@ -69,6 +69,11 @@ TC_CPU_S = 0.004
 PROFILE_RUNS = 10
 
 
+def vehicle_seed(seed: int, cv: int) -> int:
+    """The seed of CV ``cv``'s vehicle process (its input pool, arrivals and decider) in a run of ``seed``."""
+    return seed * 1000 + cv
+
+
 @dataclass(frozen=True)
 class CvPlan:
     id: str

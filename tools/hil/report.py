@@ -39,6 +39,7 @@ from splitrt.tools.hil.comparison import (
     GROWTH_FRACTION,
     OUTCOMES,
     compare,
+    compare_as_run,
     fault_summary,
     gap_pct,
     measured_backlog,
@@ -51,7 +52,7 @@ from splitrt.tools.hil.comparison import (
 from splitrt.tools.hil.plan import HilPlan
 from splitrt.tools.hil.plots import plot, shade_faults
 from splitrt.tools.hil.render import markdown_table, render_html, render_markdown, text_table
-from splitrt.tools.hil.tables import component_rows, fault_rows, fmt_share, queue_rows, results_rows
+from splitrt.tools.hil.tables import component_rows, error_rows, fault_rows, fmt_share, queue_rows, results_rows
 
 __all__ = [
     "GFLOP",
@@ -59,7 +60,9 @@ __all__ = [
     "OUTCOMES",
     "PACE_MISS_WARN",
     "compare",
+    "compare_as_run",
     "component_rows",
+    "error_rows",
     "fault_rows",
     "fault_summary",
     "gap_pct",
@@ -80,6 +83,25 @@ __all__ = [
 
 #: A process whose paced runs overran more often than this is named in the report's warnings.
 PACE_MISS_WARN = 0.05
+
+
+def as_run_blocks(summary: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """The report's as-run paragraph and its table of per-part errors (none without as-run keys)."""
+    notes = sorted({s["as_run_calibration"] for s in summary if s.get("as_run_calibration")})
+    if not notes:
+        return []
+    return [
+        (
+            "p",
+            "As-run: the same scenario and seed through the as-run model (policy/sim/asrun.py): the runtime's "
+            "local FIFOs, shaped links, the RSU's per-type containers with P3 re-solved at every arrival and "
+            "slot boundary, the SVs' FIFOs, and the per-task overheads of the calibration "
+            f"({'; '.join(notes)}). As-run replayed: the live decisions through it. Its decisions agree: "
+            "the method deciding on the as-run queues against the live run's decisions.",
+        ),
+        ("h2", "Which parts of the time each model gets wrong (replayed decisions, model - measured)"),
+        ("table", error_rows(summary)),
+    ]
 
 
 def write_report(
@@ -143,6 +165,7 @@ def write_report(
             "Gap = (measured - simulated) / simulated.",
         ),
         ("table", results_rows(summary)),
+        *as_run_blocks(summary),
         ("h2", "Where the time goes (mean per task)"),
         ("table", component_rows(summary)),
         ("h2", "Queues and Lyapunov values"),

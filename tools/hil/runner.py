@@ -49,7 +49,7 @@ from splitrt.edge_runtime.vehicle.journal import discard_run
 from splitrt.tools.hil import linkem
 from splitrt.tools.hil.broker import EmbeddedBroker, free_port, start_broker, sweep_stale_brokers
 from splitrt.tools.hil.faults import FaultLog, FaultWindow, read_windows
-from splitrt.tools.hil.plan import HilPlan
+from splitrt.tools.hil.plan import HilPlan, vehicle_seed
 from splitrt.tools.processes import Child, cli_command
 
 log = logging.getLogger(__name__)
@@ -372,7 +372,7 @@ class Experiment:
                 slots=sc.slots,
                 slot_s=sc.slot_s,
                 timeout_s=timeout_s,
-                seed=plan.seed * 1000 + i,
+                seed=vehicle_seed(plan.seed, i),
                 speed_factor=cv.speed_factor,
                 speed_mode=self.speed_mode,
                 warmup_runs=2,

@@ -1,6 +1,8 @@
 """The simulator's prediction of a live run: the same scenario, seed and episode (tools/hil/plan.py).
 
-`simulate` runs a method exactly as `splitrt evaluate` would (splitrt.policy.methods.registry registry, one
+Two models predict it: the paper's equations (``model="paper"``, policy/sim/slot.py) and the
+as-run model (``model="as-run"``, policy/sim/asrun.py: the runtime's queues event by event, with
+the per-task overheads of a calibration). `simulate` runs a method exactly as `splitrt evaluate` would (splitrt.policy.methods.registry registry, one
 environment seeded like the plan, so the same positions, fading, device speeds and arrivals), and
 `replay` feeds the decisions the live vehicles actually made through the same slot model: the
 first compares the closed loops (the method decides on simulated observations), the second the
@@ -15,6 +17,9 @@ Per task the simulated delay (eq 17) is split like the measured one:
 | ``transfer_s`` | 8 D / R (eqs 4-5) | ``encode_s`` + ``transfer_s`` + ``decode_s`` |
 | ``remote_queue_s`` | RSU/SV delay - w / f (eqs 9 + 11, 13 + 15: backlog and eq 11's waiting) | ``remote_wait_s`` |
 | ``remote_compute_s`` | w / f (f = P3's f_k at the RSU, f_veh at an SV) | ``remote_compute_s`` + ``remote_other_s`` |
+
+In the as-run model every task has the record's own nine parts (`TaskTimes.components`),
+grouped into the five above exactly as the measured ones are.
 """
 
 from __future__ import annotations
@@ -25,10 +30,15 @@ from typing import Any
 
 import numpy as np
 
+from splitrt.edge_runtime.sysmodel import lyapunov
 from splitrt.edge_runtime.sysmodel import observation as obs_layout
+from splitrt.policy.methods.live_rules import LiveRule
 from splitrt.policy.methods.registry import make_method
+from splitrt.policy.sim.asrun import AsRunEnv, Overheads
 from splitrt.policy.sim.env import SlotView, VecEnv
-from splitrt.tools.hil.plan import HilPlan
+from splitrt.tools.hil.plan import HilPlan, vehicle_seed
+
+MODELS = ("paper", "as-run")
 
 COMPONENTS = ("local_wait_s", "local_compute_s", "transfer_s", "remote_queue_s", "remote_compute_s")
 
@@ -43,30 +53,128 @@ class SimResult:
     invalid_actions: int = 0
 
 
-def simulate(plan: HilPlan, method: str, options: dict[str, str] | None = None) -> SimResult:
+def _env(plan: HilPlan, model: str, overheads: Overheads | None, decider: str | None, **kw: Any) -> VecEnv:
+    if model == "paper":
+        return VecEnv(plan.scenario, n_envs=1, seed=plan.seed, **kw)
+    if model == "as-run":
+        return AsRunEnv(plan.scenario, n_envs=1, seed=plan.seed, overheads=overheads, decider=decider, **kw)
+    raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+
+
+def simulate(
+    plan: HilPlan,
+    method: str,
+    options: dict[str, str] | None = None,
+    *,
+    model: str = "paper",
+    overheads: Overheads | None = None,
+) -> SimResult:
     """``method`` (a splitrt.policy.methods.registry name) on the plan's scenario and seed."""
     m = make_method(method, options)
-    env = VecEnv(plan.scenario, n_envs=1, seed=plan.seed)
+    if isinstance(m, LiveRule):  # the vehicles' own seeds: a seeded rule draws what they drew
+        m.cv_seeds = {i: vehicle_seed(plan.seed, i) for i in range(len(plan.cvs))}
+    env = _env(plan, model, overheads, method)
     m.reset(env, plan.seed)
     return _run(env, method, "method", lambda obs, state, mask, view, t: m.act(obs, state, mask, view))
 
 
-def replay(plan: HilPlan, method: str, records: list[dict[str, Any]]) -> SimResult:
-    """The live run's decisions (cut, node per CV and slot) through the simulator."""
-    env = VecEnv(plan.scenario, n_envs=1, seed=plan.seed, invalid_action="local")
-    j = env.n_nodes
+def live_actions(plan: HilPlan, records: list[dict[str, Any]], n_cuts: np.ndarray, j: int) -> np.ndarray:
+    """(T, N) the live run's decisions (cut, node per CV and slot); fully local where none."""
     ids = [cv.id for cv in plan.cvs]
-    local = (env.tables.n_cuts - 1) * j
-    actions = np.tile(local, (plan.scenario.slots, 1))
+    actions = np.tile((n_cuts - 1) * j, (plan.scenario.slots, 1))
     for r in records:
-        if r["vehicle_id"] in ids and 0 <= r["slot"] < plan.scenario.slots:
+        if r["vehicle_id"] in ids and 0 <= r["slot"] < plan.scenario.slots and r.get("cut") is not None:
             i = ids.index(r["vehicle_id"])
             node = r["node"] if r["node"] is not None else 0
             actions[r["slot"], i] = obs_layout.encode_action(int(r["cut"]), int(node), j)
+    return actions
+
+
+def replay(
+    plan: HilPlan,
+    method: str,
+    records: list[dict[str, Any]],
+    *,
+    model: str = "paper",
+    overheads: Overheads | None = None,
+) -> SimResult:
+    """The live run's decisions (cut, node per CV and slot) through the simulator."""
+    env = _env(plan, model, overheads, records[0].get("decider") if records else method, invalid_action="local")
+    actions = live_actions(plan, records, env.tables.n_cuts, env.n_nodes)
     return _run(env, method, "replay", lambda obs, state, mask, view, t: actions[t][None, :])
 
 
 def _run(env: VecEnv, method: str, kind: str, choose: Callable[..., np.ndarray]) -> SimResult:
+    if isinstance(env, AsRunEnv):
+        return _run_as_run(env, method, kind, choose)
+    return _run_paper(env, method, kind, choose)
+
+
+def _run_as_run(env: AsRunEnv, method: str, kind: str, choose: Callable[..., np.ndarray]) -> SimResult:
+    sc = env.scenario
+    obs, state, mask = env.reset()
+    models = sc.cv_models()
+    all_actions = np.zeros((sc.slots, env.n_agents), dtype=np.int64)
+    invalid = 0
+    queues: list[list[np.ndarray]] = []
+    allocs: list[np.ndarray] = []
+    for t in range(sc.slots):
+        view: SlotView = env.view()
+        actions = np.asarray(choose(obs, state, mask, view, t), dtype=np.int64).reshape(1, env.n_agents)
+        all_actions[t] = actions[0]
+        obs, state, mask, _, _, info = env.step(actions)
+        invalid += int(info["invalid_actions"].sum())
+        queues.append([info["q_loc_flops"][0], info["q_rsu_flops"][0], info["q_sv_flops"][0]])
+        allocs.append(info["rsu_alloc_flops_per_s"][0])
+    times = env.finish()[0]
+    ov = env.overheads
+    tasks: list[dict[str, Any]] = []
+    by_slot: dict[int, list[float]] = {}
+    for tk in times:
+        c = tk.components(ov)
+        row = {
+            "slot": tk.slot,
+            "vehicle_id": f"cv{tk.cv}",
+            "model": models[tk.cv],
+            "cut": tk.cut,
+            "node": tk.node,
+            "completion_s": tk.completion_s,
+            "local_wait_s": c["local_wait_s"] + c["decide_s"],
+            "local_compute_s": c["local_compute_s"],
+            "transfer_s": c["encode_s"] + c["transfer_s"] + c["decode_s"],
+            "remote_queue_s": c["remote_wait_s"],
+            "remote_compute_s": c["remote_compute_s"] + c["remote_other_s"],
+            "parts_s": c,
+        }
+        tasks.append(row)
+        by_slot.setdefault(tk.slot, []).append(tk.completion_s)
+    slots: list[dict[str, Any]] = []
+    prev = [np.zeros(env.n_agents), np.zeros(env.n_types), np.zeros(env.n_svs)]
+    for t, q in enumerate(queues):
+        comp = by_slot.get(t, [])
+        l_now, l_next = float(lyapunov.lyapunov(prev)), float(lyapunov.lyapunov(q))
+        penalty = float(lyapunov.penalty(np.asarray(comp), sc.v)) if comp else 0.0
+        slots.append(
+            {
+                "slot": t,
+                "tasks": len(comp),
+                "mean_completion_s": float(np.mean(comp)) if comp else None,
+                "q_loc_flops": q[0].tolist(),
+                "q_rsu_flops": q[1].tolist(),
+                "q_sv_flops": q[2].tolist(),
+                "backlog_flops": float(q[0].sum() + q[1].sum() + q[2].sum()),
+                "lyapunov": l_next,
+                "drift": l_next - l_now,
+                "penalty": penalty,
+                "p2": None,
+                "rsu_alloc_flops_per_s": allocs[t].tolist(),
+            }
+        )
+        prev = q
+    return SimResult(method, kind, tasks, slots, all_actions, invalid)
+
+
+def _run_paper(env: VecEnv, method: str, kind: str, choose: Callable[..., np.ndarray]) -> SimResult:
     sc = env.scenario
     tables = env.tables
     j = env.n_nodes

@@ -2,7 +2,7 @@
 rows of strings, a header row first (rendered by tools/hil/render.py as markdown, HTML or text).
 
 `results_rows`: completion times measured / simulated / replayed and their gaps; `component_rows`:
-where the time goes; `queue_rows`: backlog and Lyapunov values; `fault_rows`: every fault window and
+where the time goes; `error_rows`: which parts each model gets wrong; `queue_rows`: backlog and Lyapunov values; `fault_rows`: every fault window and
 the tasks before, during and after it. ``fmt_ms``, ``fmt_share`` and ``fmt_pct`` format one cell
 ("-" for a missing value).
 """
@@ -37,21 +37,35 @@ def results_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
         "replayed mean ms (gap)",
         "decisions agree",
     ]
+    as_run = any("as_run" in s for s in summary)
+    if as_run:
+        head += ["as-run mean / p95 ms", "gap / p95 gap", "as-run replayed mean ms (gap)", "as-run decisions agree"]
     rows = [head]
     for s in summary:
         m, si, rp = s["measured"], s["simulated"], s["replayed"]
-        rows.append(
-            [
-                s["method"],
-                s["link_emulation"],
-                f"{s['tasks_generated']}/{s['tasks_completed']}/{s['tasks_failed']}",
-                f"{fmt_ms(m['mean_s'])} / {fmt_ms(m['p50_s'])} / {fmt_ms(m['p95_s'])}",
-                f"{fmt_ms(si['mean_s'])} / {fmt_ms(si['p50_s'])} / {fmt_ms(si['p95_s'])}",
-                fmt_pct(s["gap_pct"]),
-                f"{fmt_ms(rp['mean_s'])} ({fmt_pct(s['replay_gap_pct'])})",
-                "-" if s["decisions_agree"] is None else f"{s['decisions_agree']:.0%}",
-            ]
-        )
+        row = [
+            s["method"],
+            s["link_emulation"],
+            f"{s['tasks_generated']}/{s['tasks_completed']}/{s['tasks_failed']}",
+            f"{fmt_ms(m['mean_s'])} / {fmt_ms(m['p50_s'])} / {fmt_ms(m['p95_s'])}",
+            f"{fmt_ms(si['mean_s'])} / {fmt_ms(si['p50_s'])} / {fmt_ms(si['p95_s'])}",
+            fmt_pct(s["gap_pct"]),
+            f"{fmt_ms(rp['mean_s'])} ({fmt_pct(s['replay_gap_pct'])})",
+            fmt_share(s["decisions_agree"]),
+        ]
+        if as_run:
+            a, ar = s.get("as_run"), s.get("as_run_replayed")
+            row += (
+                [
+                    f"{fmt_ms(a['mean_s'])} / {fmt_ms(a['p95_s'])}",
+                    f"{fmt_pct(s['as_run_gap_pct'])} / {fmt_pct(s['as_run_p95_gap_pct'])}",
+                    f"{fmt_ms(ar['mean_s'])} ({fmt_pct(s['as_run_replay_gap_pct'])})",
+                    fmt_share(s["as_run_decisions_agree"]),
+                ]
+                if a
+                else ["-"] * 4
+            )
+        rows.append(row)
     return rows
 
 
@@ -62,8 +76,33 @@ def component_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
             ("measured", "components_measured_s"),
             ("simulated", "components_simulated_s"),
             ("replayed", "components_replayed_s"),
+            ("as-run", "components_as_run_s"),
+            ("as-run replayed", "components_as_run_replayed_s"),
         ):
-            rows.append([s["method"], label, *[fmt_ms(s[key][c]) for c in COMPONENTS]])
+            if key in s:
+                rows.append([s["method"], label, *[fmt_ms(s[key][c]) for c in COMPONENTS]])
+    return rows
+
+
+def error_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
+    """Per method and model, the replayed decisions' error per delay part (model - measured, ms per
+    task) and the part that is most wrong: which parts of the time each model gets wrong."""
+    rows = [["method", "model", *[c.removesuffix("_s").replace("_", " ") + " ms" for c in COMPONENTS], "most wrong"]]
+    for s in summary:
+        meas = s["components_measured_s"]
+        for label, key in (("paper", "components_replayed_s"), ("as-run", "components_as_run_replayed_s")):
+            if key not in s or any(meas[c] is None or s[key][c] is None for c in COMPONENTS):
+                continue
+            err = {c: s[key][c] - meas[c] for c in COMPONENTS}
+            worst = max(COMPONENTS, key=lambda c: abs(err[c]))
+            rows.append(
+                [
+                    s["method"],
+                    label,
+                    *[f"{err[c] * 1e3:+.1f}" for c in COMPONENTS],
+                    f"{worst.removesuffix('_s').replace('_', ' ')} ({err[worst] * 1e3:+.1f} ms)",
+                ]
+            )
     return rows
 
 
@@ -84,9 +123,10 @@ def queue_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
         ]
     ]
     for s in summary:
-        for label in ("measured", "simulated"):
-            b = s["backlog"][label]
-            ly = s["lyapunov"][label]
+        sources = [(label, s["backlog"][label], s["lyapunov"][label]) for label in ("measured", "simulated")]
+        if "as_run_backlog" in s:
+            sources.append(("as-run", s["as_run_backlog"], {"mean_p2": None, **s["as_run_lyapunov"]}))
+        for label, b, ly in sources:
             rows.append(
                 [
                     s["method"],
