@@ -18,6 +18,7 @@ import pytest
 from splitrt.edge_runtime.compute.profile import measure
 from splitrt.edge_runtime.formats.manifest import Manifest
 from splitrt.edge_runtime.formats.records import read_jsonl
+from splitrt.policy.sim.asrun import load_calibration
 from splitrt.tools.hil import linkem
 from splitrt.tools.hil.broker import sweep_stale_brokers
 from splitrt.tools.hil.report import measured_components
@@ -170,6 +171,13 @@ def test_hil_end_to_end_report_matches_the_records(hil_exports, tmp_path):
         for r in records:
             assert sum(measured_components(r).values()) == pytest.approx(r["total_s"])
             assert r["outcome"] == "remote" and r["node"] is not None  # both methods offload
+        # the as-run prediction exists for every task, the live decisions replayed through it
+        as_run = read_jsonl(out / m / "as_run_replay_tasks.jsonl")
+        assert s["as_run"]["n"] == s["as_run_replayed"]["n"] == len(as_run) == len(records)
+        assert {(t["vehicle_id"], t["slot"], t["cut"], t["node"]) for t in as_run} == {
+            (r["vehicle_id"], r["slot"], r["cut"], r["node"]) for r in records
+        }
+        assert s["as_run_gap_pct"] is not None and "in-sample" in s["as_run_calibration"]
         # the controller's books: one record per slot, the penalty from these very records
         books = read_jsonl(out / m / "controller.jsonl")
         assert [b["slot"] for b in books] == list(range(4))
@@ -195,6 +203,7 @@ def test_hil_end_to_end_report_matches_the_records(hil_exports, tmp_path):
                 want = np.array(trace["rate_bps"][a["slot"]]) * linkem.WIRE_BYTES_PER_PAYLOAD_BYTE
                 got = [a["wire_bps"][f"cv1-{n}"] for n in ("rsu", "sv1")]
                 np.testing.assert_allclose(got, want, rtol=1e-6, atol=1)
+    assert load_calibration(out / "calibration.json").decide_s > 0  # fitted from the run's records
     for png in ("completion_cdf.png", "components.png", "queues.png", "lyapunov.png"):
         assert (out / png).stat().st_size > 1000
     assert "<table>" in (out / "report.html").read_text()

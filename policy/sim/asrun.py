@@ -181,10 +181,10 @@ class _Job:
 class _Node:
     """One edge node: named FIFO queues, each drained one job at a time at its rate."""
 
-    def __init__(self, queues: list[str], handoff_s: float, other_s: float) -> None:
+    def __init__(self, queues: list[str], handoff_s: float, after_s: float) -> None:
         self.queues: dict[str, deque[_Job]] = {q: deque() for q in queues}
         self.handoff_s = handoff_s
-        self.other_s = other_s
+        self.after_s = after_s  # service end -> the vehicle has the result (node handling + decode)
         self.pending: list[tuple[float, int, str, _Job]] = []  # heap of (arrival, seq, queue, job)
         self.now = 0.0
         self.slot = 0
@@ -234,7 +234,7 @@ class _Node:
                 job = q.popleft()
                 job.remaining = 0.0
                 job.task.remote_end = t_done
-                job.task.done = t_done + self.other_s
+                job.task.done = t_done + self.after_s
                 self.finished.append(job)
                 if q:
                     self._start(q[0], t_done)
@@ -265,7 +265,7 @@ class _Node:
 
 class _Sv(_Node):
     def __init__(self, flops_per_s: float, ov: Overheads) -> None:
-        super().__init__(["fifo"], ov.sv_handoff_s, ov.sv_other_s)
+        super().__init__(["fifo"], ov.sv_handoff_s, ov.sv_other_s + ov.decode_s)
         self.flops_per_s = flops_per_s
 
     def rate(self, queue: str) -> float:
@@ -276,7 +276,7 @@ class _Rsu(_Node):
     """The ``containers`` RSU: f_k from P3 on the live queues, re-solved at arrivals and boundaries."""
 
     def __init__(self, types: list[str], tables: Tables, ov: Overheads) -> None:
-        super().__init__(types, ov.rsu_handoff_s, ov.rsu_other_s)
+        super().__init__(types, ov.rsu_handoff_s, ov.rsu_other_s + ov.decode_s)
         self.tables = tables
         self.f = {k: tables.rsu_flops_per_s / len(types) for k in types}
         self.solves = 0

@@ -141,7 +141,9 @@ class Scenario:
         if self.sim_model not in SIM_MODELS:
             raise bad("sim_model", self.sim_model, f"is not one of {', '.join(SIM_MODELS)}")
         if self.sim_model == "as-run" and self.arrivals != "paper":
-            raise bad("sim_model", self.sim_model, "replays the runtime's one task per CV per slot: needs arrivals = paper")
+            raise bad(
+                "sim_model", self.sim_model, "replays the runtime's one task per CV per slot: needs arrivals = paper"
+            )
         if self.mobility not in MOBILITY:
             raise bad("mobility", self.mobility, f"is not one of {', '.join(MOBILITY)}")
         if self.mobility == "fcd" and not self.fcd_file:

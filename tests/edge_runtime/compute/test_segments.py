@@ -80,3 +80,20 @@ def test_pace_makes_every_run_take_its_paced_time(residual):
     assert tight.pace_counters == {"runs": 1, "misses": 1, "overrun_s": tight.pace_counters["overrun_s"]}
     with pytest.raises(SplitrtError, match="pace times: 2 values"):
         SegmentRunner(residual, pace_s=[0.1, 0.1])
+
+
+def test_warm_up_runs_every_segment_unpaced_and_changes_nothing(residual, monkeypatch):
+    """A node's start-up pass: every session runs once, the pace counters stay at 0 and the
+    results afterwards are the same numbers."""
+    runner = SegmentRunner(residual, pace_s=np.full(residual.n_segments, 10.0))
+    ran = []
+    for i, session in runner.sessions.items():
+        original = session.run
+        monkeypatch.setattr(session, "run", lambda *a, _o=original, _i=i, **k: ran.append(_i) or _o(*a, **k))
+    runner.warm_up(runs=2)
+    assert sorted(ran) == sorted(list(runner.sessions) * 2)
+    assert runner.pace_counters == {"runs": 0, "misses": 0, "overrun_s": 0.0}
+    x = sample_input(residual.input, seed=1)
+    warm = SegmentRunner(residual)
+    warm.warm_up()
+    np.testing.assert_array_equal(warm.run(x), SegmentRunner(residual).run(x))

@@ -14,8 +14,9 @@ import shutil
 import numpy as np
 import pytest
 
-from splitrt.edge_runtime.formats.records import DURATION_KEYS
+from splitrt.edge_runtime.formats.records import DURATION_KEYS, read_jsonl
 from splitrt.policy.sim import scenario as config
+from splitrt.policy.sim.asrun import CALIBRATION_FORMAT, load_calibration
 from splitrt.tools.cli import main as cli
 from splitrt.tools.hil.plan import make_plan
 from splitrt.tools.hil.rebuild import write_config
@@ -153,6 +154,28 @@ def test_report_only_rebuilds_the_summary_from_the_files(run_dir, capsys):
     for name in ("completion_cdf.png", "components.png", "queues.png", "lyapunov.png", "report.html"):
         assert (out / name).stat().st_size > 0
     assert "measured mean" in capsys.readouterr().out
+    # the as-run model: the calibration fitted from these records, every task of the episode
+    overheads = load_calibration(out / "calibration.json")
+    assert s["as_run_calibration"].endswith("(in-sample)") and str(out / "calibration.json") in s["as_run_calibration"]
+    assert s["as_run"]["n"] == s["as_run_replayed"]["n"] == n
+    assert s["as_run_gap_pct"] == pytest.approx(100 * (np.mean(done) - s["as_run"]["mean_s"]) / s["as_run"]["mean_s"])
+    replayed = {(t["vehicle_id"], t["slot"]): t for t in read_jsonl(out / "greedy" / "as_run_replay_tasks.jsonl")}
+    assert len(replayed) == n
+    for r in records:
+        t = replayed[(r["vehicle_id"], r["slot"])]
+        assert (t["cut"], t["node"]) == (r["cut"], r["node"])  # the live decisions, replayed
+        assert sum(t["parts_s"].values()) == pytest.approx(t["completion_s"])
+    assert s["as_run_decisions_agree"] == 1.0  # greedy decides the same on the as-run queues here
+    assert overheads.decide_s == 0.0  # the synthetic records spend nothing deciding
+    assert "Which parts of the time each model gets wrong" in text and "as-run replayed" in text
+    # another run's calibration: named in the summary, and this run's own fit still written
+    other = out.parent / "other-calibration.json"
+    other.write_text(json.dumps({"format": CALIBRATION_FORMAT, "overheads": {"decide_s": 0.01}}))
+    assert cli.main(["hil", "--report-only", str(out), "--no-progress", "--calibration", str(other)]) == 0
+    again = json.loads((out / "summary.json").read_text())[0]
+    assert again["as_run_calibration"] == f"overheads from {other} (fitted from another run's records)"
+    assert again["as_run"]["mean_s"] == pytest.approx(s["as_run"]["mean_s"] + 0.01, rel=1e-6)
+    assert load_calibration(out / "calibration.json") == overheads
 
 
 def test_report_only_explains_what_is_missing(run_dir, tmp_path, capsys):
@@ -163,6 +186,8 @@ def test_report_only_explains_what_is_missing(run_dir, tmp_path, capsys):
         return lines[0]
 
     assert "no such directory" in error("--report-only", str(tmp_path / "nope"))
+    bad = ("--report-only", str(run_dir["out"]), "--calibration", str(tmp_path / "nope.json"))
+    assert "cannot read the calibration" in error(*bad)
     assert "go with --report-only" in error("--vehicle-profiles", str(tmp_path), "--rsu-profiles", str(tmp_path))
     empty = tmp_path / "empty"
     empty.mkdir()
