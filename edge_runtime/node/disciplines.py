@@ -7,21 +7,23 @@ full speed; the RSU's shares f_k / F are enforced over the workers' time, one ta
 ``containers`` (`Containers`): the paper's RSU literally (SYSTEM_MODEL.md: one container per DNN
 type with f_k of the compute): one worker per queue runs that queue's tasks in FIFO order, each
 task's reply leaves once its container, progressing at the type's current f_k (re-solved at every
-arrival and slot boundary), has done the task's work (FLOPs / f_k, integrated over share changes),
+arrival and slot boundary), has done the task's work (FLOPs / f_k, integrated over share changes:
+every change banks the progress made at the old rate, also while the inference itself runs),
 so types run side by side like CPU-share containers (the fluid sharing eqs 9-11 assume). The real
 inference runs first at whatever speed the host gives it; a task whose compute alone took longer
 than its container's time is counted (``container_overruns``). An SV in this discipline serves its
 FIFO at exactly its capacity. Needs the work (FLOPs, splitrt.edge_runtime.formats.work) and the
 capacity to be in the same unit.
 
-The server calls a discipline at five points: which queue each worker thread serves, whom to
+The server calls a discipline at six points: which queue each worker thread serves, whom to
 wake when a task is queued or finished, whether to re-solve the allocation at every arrival,
-what to do when the shares change, and what a worker does after a task's compute.
+what to do when the shares change, and what a worker does before and after a task's compute.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from splitrt.edge_runtime.node.scheduler import Job
@@ -55,6 +57,9 @@ class Discipline:
     def shares_changed(self) -> None:
         """(lock) The allocation has new shares."""
 
+    def started(self, job: Job, start: float) -> None:
+        """(worker thread, no lock) The task's service begins at ``start`` (before its inference)."""
+
     def after_compute(self, job: Job, start: float) -> None:
         """(worker thread, no lock) After the task's inference, before its reply leaves."""
 
@@ -69,8 +74,26 @@ class SharedWorkers(Discipline):
         self.server._cv.notify()
 
 
+@dataclass
+class _Hold:
+    """A running job's progress in its container: FLOPs left at ``last``, and the rate since."""
+
+    queue: str
+    remaining: float
+    last: float
+    rate: float
+
+    def bank(self, now: float) -> None:
+        self.remaining -= max(now - self.last, 0.0) * self.rate
+        self.last = max(now, self.last)
+
+
 class Containers(Discipline):
     name = "containers"
+
+    def __init__(self, server: EdgeServer) -> None:
+        super().__init__(server)
+        self._holds: dict[int, _Hold] = {}  # id(job) -> progress, from `started` to the end of its hold
 
     def worker_queues(self) -> list[str | None]:
         return list(self.server._sched.names)  # one worker per container (queue)
@@ -80,9 +103,6 @@ class Containers(Discipline):
 
     def solve_at_every_arrival(self) -> bool:
         return self.server.config.role == "rsu"  # a container's rate is its f_k
-
-    def shares_changed(self) -> None:
-        self.server._cv.notify_all()  # running containers change speed
 
     def rate(self, queue: str) -> float:
         """FLOP/s of ``queue``'s container now: the RSU's f_k, an SV's whole capacity."""
@@ -94,26 +114,40 @@ class Containers(Discipline):
             return server.capacity_flops_per_s / len(server._sched.names)
         return float(alloc["f_flops_per_s"].get(queue, 0.0))
 
+    def started(self, job: Job, start: float) -> None:
+        """The container's progress on ``job`` counts from ``start`` at its current rate."""
+        with self.server._cv:
+            self._holds[id(job)] = _Hold(job.queue, job.flops, start, self.rate(job.queue))
+
+    def shares_changed(self) -> None:
+        """(lock) Bank every running job's progress at its old rate up to now; go on at the new one."""
+        now = time.perf_counter()
+        for hold in self._holds.values():
+            hold.bank(now)
+            hold.rate = self.rate(hold.queue)
+        self.server._cv.notify_all()  # running containers change speed
+
     def after_compute(self, job: Job, start: float) -> None:
         """Return when the container, at its (changing) rate since ``start``, has done
-        ``job.flops`` of work; the compute that already ran counts towards it."""
+        ``job.flops`` of work; the compute that already ran counts towards it, every interval at
+        the rate it had then (`shares_changed` banks the progress whenever the shares change)."""
         server = self.server
-        remaining = job.flops
-        last = start
         with server._cv:
-            rate = self.rate(job.queue)
+            hold = self._holds.get(id(job))
+            if hold is None:  # not announced by `started`: from ``start`` at today's rate
+                hold = self._holds[id(job)] = _Hold(job.queue, job.flops, start, self.rate(job.queue))
             first = True
-            while not server._workers_exit:
-                now = time.perf_counter()
-                remaining -= (now - last) * rate
-                last = now
-                if remaining <= 0:
-                    if first:
-                        server.counters["container_overruns"] += 1
-                    return
-                first = False
-                rate = self.rate(job.queue)
-                server._cv.wait(remaining / rate if rate > 0 else 0.05)
+            try:
+                while not server._workers_exit:
+                    left = hold.remaining - (time.perf_counter() - hold.last) * hold.rate
+                    if left <= 0:
+                        if first:
+                            server.counters["container_overruns"] += 1
+                        return
+                    first = False
+                    server._cv.wait(left / hold.rate if hold.rate > 0 else 0.05)
+            finally:
+                self._holds.pop(id(job), None)
 
 
 #: discipline name -> class (the names `ServerConfig.discipline` accepts; it checks them)

@@ -69,6 +69,7 @@ def run_job(server: EdgeServer, job: Job, push: zmq.Socket) -> None:
     task: QueuedTask = job.item
     header = task.header
     start = time.perf_counter()
+    server.discipline.started(job, start)
     manifest = task.model.manifest
     try:
         x = decode_payload(header, task.payload)

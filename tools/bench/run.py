@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "export": "splitrt.tools.bench.segments:export_time",
     "split_overhead": "splitrt.tools.bench.segments:split_overhead",
     "simulator": "splitrt.tools.bench.simulator:simulator",
+    "as_run": "splitrt.tools.bench.simulator:as_run",
     "ga": "splitrt.tools.bench.simulator:ga",
     "p2_optimal": "splitrt.tools.bench.simulator:p2_optimal",
     "decision": "splitrt.tools.bench.decision:decision",

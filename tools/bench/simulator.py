@@ -6,6 +6,11 @@ Figures (benchmark / figure / params):
   on one core (the process is pinned to one CPU while it runs). Goal >= 1e6 batched.
 - ``simulator`` / ``vehicle_slots_per_cpu_s`` / same: the same count per second of this process's
   CPU time, which other load on a shared machine does not inflate (wall time does).
+- ``as_run`` / ``vehicle_slots_per_s`` (and ``vehicle_slots_per_cpu_s``) / n_envs, cvs, svs,
+  decisions: the same count through the as-run model (policy/sim/asrun.py, event by event in
+  Python), for all-local decisions, uniformly random valid ones, and all offloaded to the RSU
+  (cut 0), the queues drained at the end included; paper preset, one core. Next to
+  ``simulator``: what the as-run model's fidelity costs.
 - ``ga`` / ``s_per_slot`` / cvs, svs: median wall time of one GA decision (default population 50 x
   50 generations) for one environment. The paper's Table II: 0.30 -> 1.34 s (5 CVs, 3 -> 7 SVs).
 - ``p2_optimal`` / ``s_per_slot`` / cvs, svs: median wall time of one exhaustive per-slot search of P2(t).
@@ -66,6 +71,36 @@ def simulator(ctx: BenchContext) -> list[dict[str, Any]]:
             params = {"n_envs": n_envs, "cvs": scenario.n_cvs, "svs": scenario.n_svs}
             out.append(record("simulator", "vehicle_slots_per_s", done / elapsed, "vehicle-slots/s", **params))
             out.append(record("simulator", "vehicle_slots_per_cpu_s", done / cpu, "vehicle-slots/CPU-s", **params))
+    return out
+
+
+def as_run(ctx: BenchContext) -> list[dict[str, Any]]:
+    from splitrt.policy.sim.asrun import AsRunEnv
+    from splitrt.policy.sim.scenario import paper
+
+    scenario = paper(slots=30 if ctx.quick else 300)
+    out = []
+    rng = np.random.default_rng(0)
+    with one_core():
+        for decisions in ("local", "random", "rsu"):
+            env = AsRunEnv(scenario, n_envs=1, seed=0)
+            local = (env.tables.n_cuts - 1) * env.n_nodes
+            start, start_cpu = time.perf_counter(), time.process_time()
+            _, _, mask = env.reset()
+            for _ in range(scenario.slots):
+                if decisions == "local":
+                    actions = local[None, :]
+                elif decisions == "rsu":
+                    actions = np.zeros((1, env.n_agents), dtype=np.int64)
+                else:
+                    actions = np.array([[rng.choice(np.flatnonzero(m)) for m in mask[0]]])
+                _, _, mask, *_ = env.step(actions)
+            env.finish()
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            done = (scenario.n_cvs + scenario.n_svs) * scenario.slots
+            params = {"n_envs": 1, "cvs": scenario.n_cvs, "svs": scenario.n_svs, "decisions": decisions}
+            out.append(record("as_run", "vehicle_slots_per_s", done / elapsed, "vehicle-slots/s", **params))
+            out.append(record("as_run", "vehicle_slots_per_cpu_s", done / cpu, "vehicle-slots/CPU-s", **params))
     return out
 
 

@@ -24,6 +24,10 @@ Per method (``summary.json``, a list; the first eight keys are the contract of t
 | ``outcomes``, ``missed_slots``, ``telemetry_dropped``, ``stale_states`` | live bookkeeping |
 | ``pace_misses`` | per process, the fraction of paced segment runs whose compute took longer than the emulated device's time (the host was busier than the emulation allows: those timings are the host's, not the scenario's) |
 | ``cpu_load`` | the children's CPU seconds over the run's wall time and CPUs (measured) next to the plan's estimate |
+| ``p95_gap_pct``, ``replay_p95_gap_pct`` | the same gaps of the p95 |
+| ``as_run``, ``as_run_replayed`` | ``{mean_s, p50_s, p95_s, n}`` of the as-run model (policy/sim/asrun.py): the method deciding on its queues, and the live decisions replayed |
+| ``as_run_gap_pct``, ``as_run_p95_gap_pct``, ``as_run_replay_gap_pct``, ``as_run_replay_p95_gap_pct``, ``as_run_decisions_agree`` | its gaps and decision agreement |
+| ``components_as_run_s``, ``components_as_run_replayed_s``, ``as_run_backlog``, ``as_run_lyapunov``, ``as_run_calibration`` | its components, backlog, Lyapunov values and where its overheads came from (added by `splitrt hil` after every method ran, tools/cli/hil.py) |
 | ``faults`` | every fault window of the run (``<method>/faults.jsonl``, tools/hil/faults.py): ``kind``, ``target``, ``start_unix_s`` / ``end_unix_s`` / ``duration_s``, ``start_slot`` / ``end_slot`` (slots [start, end) when known), ``detail``, and ``tasks``: for the tasks that arrived ``before``, ``during`` and ``after`` it (`split_by_window`), ``n``, ``outcomes`` (remote, local, fallback, failed) and ``reasons`` (non-remote outcomes by reason) |
 """
 
@@ -83,6 +87,48 @@ __all__ = [
 
 #: A process whose paced runs overran more often than this is named in the report's warnings.
 PACE_MISS_WARN = 0.05
+
+
+def looking_at(plan: HilPlan, summary: list[dict[str, Any]]) -> str:
+    """One paragraph for a newcomer: the run, whose queues grew and whose stayed bounded (measured),
+    the fastest method, and how far each model is from the measurement."""
+    sc = plan.scenario
+    work = sum(float(plan.work.models[cv.model]["local_flops"][-1]) for cv in plan.cvs) / GFLOP
+    grow = [s["method"] for s in summary if s["backlog"]["measured"].get("growing")]
+    bounded = [s["method"] for s in summary if s["backlog"]["measured"] and not s["backlog"]["measured"]["growing"]]
+    timed = [s for s in summary if s["measured"]["mean_s"] is not None]
+    parts = [
+        f"{sc.n_cvs} client vehicles each bring one DNN task ({work:.1f} GFLOP together) every "
+        f"{sc.slot_s * 1e3:.0f} ms slot; each method decides per task where to cut the model and which "
+        f"edge node (the RSU or one of {sc.n_svs} service vehicles) runs the rest, on real processes over "
+        "shaped links."
+    ]
+    if grow:
+        growth = ", ".join(
+            f"{s['method']} +{s['backlog']['measured']['growth_gflop_per_slot']:.2f}"
+            for s in summary
+            if s["method"] in grow
+        )
+        parts.append(
+            f"Queues grow under {', '.join(grow)} (GFLOP per slot over the second half: {growth}): "
+            "they send more work somewhere than it can serve, so every later task waits longer "
+            "(queues.png, lyapunov.png)."
+        )
+    if bounded:
+        parts.append(f"Every queue stays bounded under {', '.join(bounded)}.")
+    if not grow and bounded:
+        parts.append("No method's queues grow here: the load is light for this scenario.")
+    if timed:
+        best = min(timed, key=lambda s: s["measured"]["mean_s"])
+        parts.append(f"Fastest on the measured mean: {best['method']} ({best['measured']['mean_s'] * 1e3:.0f} ms per task).")
+        gaps = [
+            f"{s['method']} {s['as_run_gap_pct']:+.1f}% (paper model {s['gap_pct']:+.1f}%)"
+            for s in timed
+            if s.get("as_run_gap_pct") is not None and s.get("gap_pct") is not None
+        ]
+        if gaps:
+            parts.append("Measured against the as-run model's prediction: " + ", ".join(gaps) + ".")
+    return " ".join(parts)
 
 
 def as_run_blocks(summary: list[dict[str, Any]]) -> list[tuple[str, Any]]:
@@ -156,6 +202,8 @@ def write_report(
     blocks: list[tuple[str, Any]] = [
         ("h1", f"splitrt hil: {plan.preset_scenario.name}, measured vs simulated"),
         ("table", [["", ""], *facts]),
+        ("h2", "What you are looking at"),
+        ("p", looking_at(plan, summary)),
         ("h2", "Completion time per task"),
         (
             "p",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import numpy as np
@@ -341,3 +342,38 @@ def test_an_sv_container_serves_its_fifo_at_its_capacity(tiny):
         client.close()
     with pytest.raises(SplitrtError, match="--discipline must be one of"):
         ServerConfig(discipline="edf")
+
+
+def test_container_hold_banks_progress_at_the_rate_each_interval_had(monkeypatch):
+    """A type's share drops while its task's inference still runs: the work done before the
+    change counts at the old rate. 10 GFLOP, 2 s at 4 GFLOP/s then 1 s at 2 GFLOP/s = done; at
+    today's rate for all 3 s it would be 4 GFLOP short (a 2 s hold)."""
+    import threading
+    import types
+
+    from splitrt.edge_runtime.node import disciplines
+    from splitrt.edge_runtime.node.scheduler import Job
+
+    clock = [100.0]
+    monkeypatch.setattr(disciplines.time, "perf_counter", lambda: clock[0])
+    server = types.SimpleNamespace(
+        _cv=threading.Condition(),
+        config=types.SimpleNamespace(role="rsu"),
+        allocation={"f_flops_per_s": {"a": 4e9, "b": 1e9}},
+        capacity_flops_per_s=5e9,
+        _sched=types.SimpleNamespace(names=["a", "b"]),
+        counters={"container_overruns": 0},
+        _workers_exit=False,
+    )
+    containers = disciplines.Containers(server)
+    job = Job(item=None, queue="a", flops=10e9, est_s=1.0, arrival_s=100.0)
+    containers.started(job, 100.0)
+    clock[0] = 102.0
+    server.allocation = {"f_flops_per_s": {"a": 2e9, "b": 3e9}}
+    with server._cv:
+        containers.shares_changed()
+    clock[0] = 103.0
+    begun = time.monotonic()
+    containers.after_compute(job, 100.0)
+    assert time.monotonic() - begun < 1.0  # returned at once: the work was done
+    assert server.counters["container_overruns"] == 1 and containers._holds == {}

@@ -86,18 +86,23 @@ def test_references_variants_and_long_horizon_columns(tmp_path):
 
 def test_simulator_benchmarks_quick(tmp_path):
     out = tmp_path / "bench.json"
-    r = splitrt("bench", "--only", "simulator,ga,p2_optimal", "--quick", "--out", str(out), "--work", str(tmp_path))
+    r = splitrt(
+        "bench", "--only", "simulator,as_run,ga,p2_optimal", "--quick", "--out", str(out), "--work", str(tmp_path)
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     records = json.loads(out.read_text())
     figures = {(x["benchmark"], x["figure"]) for x in records}
     assert figures == {
         ("simulator", "vehicle_slots_per_s"),
         ("simulator", "vehicle_slots_per_cpu_s"),
+        ("as_run", "vehicle_slots_per_s"),
+        ("as_run", "vehicle_slots_per_cpu_s"),
         ("ga", "s_per_slot"),
         ("p2_optimal", "s_per_slot"),
     }
     assert all(x["value"] > 0 for x in records)
     assert all({"cvs", "svs"} <= set(x["params"]) for x in records)
+    assert {x["params"]["decisions"] for x in records if x["benchmark"] == "as_run"} == {"local", "random", "rsu"}
 
 
 def test_evaluate_and_train_default_to_the_presets_vehicles_and_v(tmp_path):
