@@ -120,7 +120,9 @@ def looking_at(plan: HilPlan, summary: list[dict[str, Any]]) -> str:
         parts.append("No method's queues grow here: the load is light for this scenario.")
     if timed:
         best = min(timed, key=lambda s: s["measured"]["mean_s"])
-        parts.append(f"Fastest on the measured mean: {best['method']} ({best['measured']['mean_s'] * 1e3:.0f} ms per task).")
+        parts.append(
+            f"Fastest on the measured mean: {best['method']} ({best['measured']['mean_s'] * 1e3:.0f} ms per task)."
+        )
         gaps = [
             f"{s['method']} {s['as_run_gap_pct']:+.1f}% (paper model {s['gap_pct']:+.1f}%)"
             for s in timed
