@@ -173,10 +173,11 @@ def test_hil_end_to_end_report_matches_the_records(hil_exports, tmp_path):
             assert r["outcome"] == "remote" and r["node"] is not None  # both methods offload
         # the as-run prediction exists for every task, the live decisions replayed through it
         as_run = read_jsonl(out / m / "as_run_replay_tasks.jsonl")
-        assert s["as_run"]["n"] == s["as_run_replayed"]["n"] == len(as_run) == len(records)
-        assert {(t["vehicle_id"], t["slot"], t["cut"], t["node"]) for t in as_run} == {
-            (r["vehicle_id"], r["slot"], r["cut"], r["node"]) for r in records
-        }
+        assert s["as_run"]["n"] == s["as_run_replayed"]["n"] == len(as_run) == len(records) * s["as_run_draws"]
+        for k in range(s["as_run_draws"]):  # every task once per draw of the link jitter
+            assert sorted(
+                (t["vehicle_id"], t["slot"], t["cut"], t["node"]) for t in as_run if t["draw"] == k
+            ) == sorted((r["vehicle_id"], r["slot"], r["cut"], r["node"]) for r in records)
         assert s["as_run_gap_pct"] is not None and "in-sample" in s["as_run_calibration"]
         # the controller's books: one record per slot, the penalty from these very records
         books = read_jsonl(out / m / "controller.jsonl")

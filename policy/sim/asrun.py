@@ -11,7 +11,7 @@ follows it step by step:
 | arrival, decision | one task per CV at the slot start; the decider takes ``decide_s`` | arrival at t tau, decided ``decide_s`` later (calibrated, per decider) |
 | local FIFO | one worker thread per CV runs jobs in order: head [0, cut) (or the whole model), then the encode of the head's tensor | a FIFO per CV; a job starts ``local_handoff_s`` after its decision when the worker is idle, else when the previous job (and its encode) ends; b / f_loc of compute |
 | cut 0 | the raw input is encoded on the vehicle's I/O thread and sent at once | no local queue |
-| uplink | one tc-shaped veth per CV-node link, the rate set at every slot boundary | the bytes drain at the slot's rate of that link, piecewise across boundaries, plus ``link_s`` + ``link_s_per_byte`` x bytes (both directions and the hand-offs of the round trip) |
+| uplink | one tc-shaped veth per CV-node link, the rate set at every slot boundary | the bytes drain at the slot's rate of that link, piecewise across boundaries, plus ``link_s`` + ``link_s_per_byte`` x bytes (both directions and the hand-offs of the round trip), plus a normal draw of ``link_jitter_s`` (seeded; it decides the order of near-simultaneous arrivals, as the live links do) |
 | RSU | one container (worker) per DNN type, FIFO within the type; a task is held until its container, progressing at f_k, has done its work; P3 (eqs 43-52) is re-solved at every arrival and at every slot boundary from the tasks queued or running (Q_k: full FLOPs of earlier slots' tasks, W_k / n_k: this slot's), not when a task leaves | the same, exactly: f_k piecewise constant between arrivals and boundaries, each container's head job drained at its f_k; a job starts ``rsu_handoff_s`` after its arrival when its container is idle |
 | SV | one FIFO at the SV's capacity | the same; ``sv_handoff_s`` when idle |
 | result | the node's own handling (``remote_other_s``), the reply, the vehicle's decode (``decode_s``) | ``rsu_other_s`` / ``sv_other_s`` and ``decode_s`` after the service |
@@ -68,6 +68,9 @@ class Overheads:
     rsu_other_s: float = 0.0  # the RSU's handling beyond wait and compute (receive, decode, reply)
     sv_other_s: float = 0.0  # the same at an SV
     decode_s: float = 0.0  # the vehicle decoding the result
+    link_jitter_s: float = 0.0  # spread of the link time around its fit (the residual std): a task's
+    # uplink gets a normal draw of it (clipped at the shaped time), which decides near-simultaneous
+    # arrivals' order at a FIFO as the live links do; 0: deterministic
     decide_by: dict[str, float] = field(default_factory=dict)  # decider name -> decide_s
 
     def decide_for(self, decider: str | None) -> float:
@@ -318,8 +321,10 @@ class AsRun:
         decider: str | None = None,
         types: list[str] | None = None,
         state_lead_s: float = STATE_LEAD_S,
+        jitter_seed: int | None = None,
     ) -> None:
         self.tables = tables
+        self.rng = np.random.default_rng(jitter_seed)
         self.ov = overheads or Overheads()
         self.decide_s = self.ov.decide_for(decider)
         self.rates = np.asarray(rates_bps, dtype=np.float64)
@@ -440,9 +445,10 @@ class AsRun:
                     if cut > 0:
                         self.free_at[i] = task.sent  # the worker encodes the head
                         self.local_jobs[i][-1] = (task.sent, task.flops_local)
-                    task.node_arrival = (
-                        self._uplink(i, node, task.sent, task.bytes) + ov.link_s + ov.link_s_per_byte * task.bytes
-                    )
+                    extra = ov.link_s + ov.link_s_per_byte * task.bytes
+                    if ov.link_jitter_s > 0:
+                        extra = max(extra + self.rng.normal(0.0, ov.link_jitter_s), 0.0)
+                    task.node_arrival = self._uplink(i, node, task.sent, task.bytes) + extra
                     w = float(tb.rsu_flops[i, cut] if node == 0 else tb.sv_flops[i, cut])
                     task.flops_remote = w
                     queue = self.type_names[tb.agent_type[i]] if node == 0 else "fifo"
@@ -510,8 +516,11 @@ class AsRunEnv(VecEnv):
         decider: str | None = None,
         invalid_action: str = "raise",
         mobility=None,
+        jitter_seed: int = 0,
     ) -> None:
         super().__init__(scenario, n_envs, seed, invalid_action=invalid_action, mobility=mobility)
+        self.jitter_seed = jitter_seed  # the link jitter's draws (`Overheads.link_jitter_s`)
+        self._episodes = 0
         if overheads is None:
             overheads = load_calibration(scenario.calibration_file) if scenario.calibration_file else Overheads()
         self.overheads = overheads
@@ -540,8 +549,10 @@ class AsRunEnv(VecEnv):
                     self.overheads,
                     self.decider,
                     list(sc.types),
+                    jitter_seed=int(np.random.SeedSequence([self.jitter_seed, e, self._episodes]).generate_state(1)[0]),
                 )
             )
+        self._episodes += 1
         self._begin()
         self.slot_rows: list[list[dict[str, Any]]] = [[] for _ in range(self.n_envs)]
         return self._observe()

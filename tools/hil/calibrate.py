@@ -9,6 +9,7 @@ Every fitted value is a statistic of the records' own duration parts
 | ``local_handoff_s`` | mean ``local_wait_s`` of the tasks with a head (cut >= 1) that found the local FIFO empty (``q_loc_flops`` = 0) |
 | ``encode_s``, ``encode_s_per_byte`` | least squares of ``encode_s`` on the payload bytes (offloaded tasks) |
 | ``link_s``, ``link_s_per_byte`` | least squares, on the payload bytes, of ``transfer_s`` minus the shaped uplink time (the bytes over the tc rates of the link from the send on, per slot) |
+| ``link_jitter_s`` | the residual standard deviation of that fit |
 | ``rsu_handoff_s``, ``sv_handoff_s`` | mean ``remote_wait_s`` of the tasks that found their queue empty (``remote_backlog_tasks`` = 0) |
 | ``rsu_other_s``, ``sv_other_s`` | mean ``remote_other_s`` per node kind |
 | ``decode_s`` | mean ``decode_s`` of the remote tasks |
@@ -142,6 +143,7 @@ def fit_overheads(plan: HilPlan, lives: Iterable[LiveResult]) -> tuple[Overheads
     values["local_handoff_s"], fits["local_handoff_s"] = _mean_fit(handoff)
     values["encode_s"], values["encode_s_per_byte"], fits["encode"] = _line_fit(enc_x, enc_y)
     values["link_s"], values["link_s_per_byte"], fits["link"] = _line_fit(link_x, link_y)
+    values["link_jitter_s"] = fits["link"].get("residual_std_s", 0.0)
     for kind in ("rsu", "sv"):
         values[f"{kind}_handoff_s"], fits[f"{kind}_handoff_s"] = _mean_fit(node_wait[kind])
         values[f"{kind}_other_s"], fits[f"{kind}_other_s"] = _mean_fit(node_other[kind])

@@ -230,13 +230,36 @@ def compare(
     return sim, rep, method_summary(plan, live, sim, rep)
 
 
-def as_run_summary(plan: HilPlan, live: LiveResult, sim: SimResult, rep: SimResult, calibration: str) -> dict[str, Any]:
-    """The as-run model's keys of a method's summary record (tools/hil/report.py lists them)."""
+#: link-jitter draws the as-run prediction averages over (when the calibration has a jitter)
+AS_RUN_DRAWS = 16
+
+
+def pooled(results: list[SimResult]) -> SimResult:
+    """The tasks of every draw (each tagged with its ``draw``) as one prediction; the first
+    draw's slots and actions."""
+    tasks = [{**t, "draw": k} for k, r in enumerate(results) for t in r.tasks]
+    first = results[0]
+    return SimResult(first.method, first.kind, tasks, first.slots, first.actions, first.invalid_actions)
+
+
+def as_run_summary(
+    plan: HilPlan, live: LiveResult, sims: list[SimResult], reps: list[SimResult], calibration: str
+) -> dict[str, Any]:
+    """The as-run model's keys of a method's summary record (tools/hil/report.py lists them):
+    statistics of the tasks of every draw pooled (the prediction's distribution), the spread of
+    the draws' means, decisions agreeing averaged over the draws."""
     done = [r for r in live.records if r["outcome"] != "failed"]
     measured = stats([r["total_s"] for r in done])
+    sim, rep = pooled(sims), pooled(reps)
     as_run = stats([t["completion_s"] for t in sim.tasks])
     replayed = stats([t["completion_s"] for t in rep.tasks])
     arriving = arriving_flops(plan)
+
+    def spread(results: list[SimResult]) -> float | None:
+        means = [np.mean([t["completion_s"] for t in r.tasks]) for r in results if r.tasks]
+        return float(100 * np.std(means) / np.mean(means)) if len(means) > 1 and np.mean(means) > 0 else None
+
+    agree = [float(np.mean(rp.actions == s.actions)) for s, rp in zip(sims, reps, strict=True) if s.actions.size]
     return {
         "as_run": as_run,
         "as_run_gap_pct": gap_pct(measured["mean_s"], as_run["mean_s"]),
@@ -244,7 +267,10 @@ def as_run_summary(plan: HilPlan, live: LiveResult, sim: SimResult, rep: SimResu
         "as_run_replayed": replayed,
         "as_run_replay_gap_pct": gap_pct(measured["mean_s"], replayed["mean_s"]),
         "as_run_replay_p95_gap_pct": gap_pct(measured["p95_s"], replayed["p95_s"]),
-        "as_run_decisions_agree": float(np.mean(rep.actions == sim.actions)) if sim.actions.size else None,
+        "as_run_decisions_agree": float(np.mean(agree)) if agree else None,
+        "as_run_draws": len(sims),
+        "as_run_spread_pct": spread(sims),
+        "as_run_replay_spread_pct": spread(reps),
         "components_as_run_s": {k: _mean([t[k] for t in sim.tasks]) for k in COMPONENTS},
         "components_as_run_replayed_s": {k: _mean([t[k] for t in rep.tasks]) for k in COMPONENTS},
         "as_run_backlog": backlog_stats(np.array([s["backlog_flops"] for s in sim.slots]), arriving),
@@ -261,14 +287,18 @@ def compare_as_run(
     plan: HilPlan, live: LiveResult, options: dict[str, str] | None, overheads: Overheads, calibration: str
 ) -> tuple[SimResult, SimResult, dict[str, Any]]:
     """The as-run model's side of a method's live run (the method deciding on the as-run queues,
-    and the live decisions replayed), written next to the live files (``as_run_tasks.jsonl``,
-    ``as_run_replay_tasks.jsonl``, ``as_run_slots.json``); returns them and the summary keys."""
-    sim = simulate(plan, live.method, options, model="as-run", overheads=overheads)
-    rep = replay(plan, live.method, live.records, model="as-run", overheads=overheads)
+    and the live decisions replayed), over `AS_RUN_DRAWS` draws of the link jitter when the
+    calibration has one (else one deterministic run); written next to the live files
+    (``as_run_tasks.jsonl``, ``as_run_replay_tasks.jsonl`` with every draw's tasks,
+    ``as_run_slots.json`` of the first draw); returns the pooled results and the summary keys."""
+    draws = AS_RUN_DRAWS if overheads.link_jitter_s > 0 else 1
+    sims = [simulate(plan, live.method, options, model="as-run", overheads=overheads, draw=k) for k in range(draws)]
+    reps = [replay(plan, live.method, live.records, model="as-run", overheads=overheads, draw=k) for k in range(draws)]
+    sim, rep = pooled(sims), pooled(reps)
     write_sim(sim, live.out_dir / "as_run_tasks.jsonl")
     write_sim(rep, live.out_dir / "as_run_replay_tasks.jsonl")
     (live.out_dir / "as_run_slots.json").write_text(json.dumps(sim.slots) + "\n")
-    return sim, rep, as_run_summary(plan, live, sim, rep, calibration)
+    return sim, rep, as_run_summary(plan, live, sims, reps, calibration)
 
 
 def _mean(values: list[float]) -> float | None:

@@ -133,6 +133,19 @@ def looking_at(plan: HilPlan, summary: list[dict[str, Any]]) -> str:
     return " ".join(parts)
 
 
+def draws_note(summary: list[dict[str, Any]]) -> str:
+    """What the as-run columns average over (the link jitter's draws), and what their spread means."""
+    draws = max((s.get("as_run_draws") or 1) for s in summary)
+    if draws <= 1:
+        return "The calibration has no link jitter: one deterministic as-run run."
+    return (
+        f"Each as-run figure pools {draws} draws of the calibrated link jitter (each task's link time gets a "
+        "normal draw of the link fit's residual spread): the order of near-simultaneous arrivals at a FIFO "
+        "then varies as on the live links, and the draws' spread (the standard deviation of their means, "
+        "relative) is how far one live run may land from the prediction through that order alone."
+    )
+
+
 def as_run_blocks(summary: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     """The report's as-run paragraph and its table of per-part errors (none without as-run keys)."""
     notes = sorted({s["as_run_calibration"] for s in summary if s.get("as_run_calibration")})
@@ -145,7 +158,7 @@ def as_run_blocks(summary: list[dict[str, Any]]) -> list[tuple[str, Any]]:
             "local FIFOs, shaped links, the RSU's per-type containers with P3 re-solved at every arrival and "
             "slot boundary, the SVs' FIFOs, and the per-task overheads of the calibration "
             f"({'; '.join(notes)}). As-run replayed: the live decisions through it. Its decisions agree: "
-            "the method deciding on the as-run queues against the live run's decisions.",
+            "the method deciding on the as-run queues against the live run's decisions. " + draws_note(summary),
         ),
         ("h2", "Which parts of the time each model gets wrong (replayed decisions, model - measured)"),
         ("table", error_rows(summary)),

@@ -53,11 +53,15 @@ class SimResult:
     invalid_actions: int = 0
 
 
-def _env(plan: HilPlan, model: str, overheads: Overheads | None, decider: str | None, **kw: Any) -> VecEnv:
+def _env(
+    plan: HilPlan, model: str, overheads: Overheads | None, decider: str | None, draw: int = 0, **kw: Any
+) -> VecEnv:
     if model == "paper":
         return VecEnv(plan.scenario, n_envs=1, seed=plan.seed, **kw)
     if model == "as-run":
-        return AsRunEnv(plan.scenario, n_envs=1, seed=plan.seed, overheads=overheads, decider=decider, **kw)
+        return AsRunEnv(
+            plan.scenario, n_envs=1, seed=plan.seed, overheads=overheads, decider=decider, jitter_seed=draw, **kw
+        )
     raise ValueError(f"model must be one of {MODELS}, got {model!r}")
 
 
@@ -68,12 +72,14 @@ def simulate(
     *,
     model: str = "paper",
     overheads: Overheads | None = None,
+    draw: int = 0,
 ) -> SimResult:
-    """``method`` (a splitrt.policy.methods.registry name) on the plan's scenario and seed."""
+    """``method`` (a splitrt.policy.methods.registry name) on the plan's scenario and seed;
+    ``draw`` seeds the as-run model's link jitter."""
     m = make_method(method, options)
     if isinstance(m, LiveRule):  # the vehicles' own seeds: a seeded rule draws what they drew
         m.cv_seeds = {i: vehicle_seed(plan.seed, i) for i in range(len(plan.cvs))}
-    env = _env(plan, model, overheads, method)
+    env = _env(plan, model, overheads, method, draw)
     m.reset(env, plan.seed)
     return _run(env, method, "method", lambda obs, state, mask, view, t: m.act(obs, state, mask, view))
 
@@ -97,9 +103,11 @@ def replay(
     *,
     model: str = "paper",
     overheads: Overheads | None = None,
+    draw: int = 0,
 ) -> SimResult:
     """The live run's decisions (cut, node per CV and slot) through the simulator."""
-    env = _env(plan, model, overheads, records[0].get("decider") if records else method, invalid_action="local")
+    decider = records[0].get("decider") if records else method
+    env = _env(plan, model, overheads, decider, draw, invalid_action="local")
     actions = live_actions(plan, records, env.tables.n_cuts, env.n_nodes)
     return _run(env, method, "replay", lambda obs, state, mask, view, t: actions[t][None, :])
 

@@ -39,7 +39,13 @@ def results_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
     ]
     as_run = any("as_run" in s for s in summary)
     if as_run:
-        head += ["as-run mean / p95 ms", "gap / p95 gap", "as-run replayed mean ms (gap)", "as-run decisions agree"]
+        head += [
+            "as-run mean / p95 ms",
+            "gap / p95 gap",
+            "draws' spread",
+            "as-run replayed mean ms (gap)",
+            "as-run decisions agree",
+        ]
     rows = [head]
     for s in summary:
         m, si, rp = s["measured"], s["simulated"], s["replayed"]
@@ -59,11 +65,12 @@ def results_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
                 [
                     f"{fmt_ms(a['mean_s'])} / {fmt_ms(a['p95_s'])}",
                     f"{fmt_pct(s['as_run_gap_pct'])} / {fmt_pct(s['as_run_p95_gap_pct'])}",
+                    "-" if s.get("as_run_spread_pct") is None else f"±{s['as_run_spread_pct']:.1f}%",
                     f"{fmt_ms(ar['mean_s'])} ({fmt_pct(s['as_run_replay_gap_pct'])})",
                     fmt_share(s["as_run_decisions_agree"]),
                 ]
                 if a
-                else ["-"] * 4
+                else ["-"] * 5
             )
         rows.append(row)
     return rows

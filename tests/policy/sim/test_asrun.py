@@ -122,11 +122,19 @@ def test_all_local_decisions_equal_the_paper_model():
     seed=st.integers(0, 2**31),
     decide=st.floats(0, 0.01),
     link=st.floats(0, 0.01),
+    jitter=st.sampled_from([0.0, 0.003]),
 )
-def test_every_task_completes_once_and_its_parts_add_up(n_cvs, n_svs, seed, decide, link):
+def test_every_task_completes_once_and_its_parts_add_up(n_cvs, n_svs, seed, decide, link, jitter):
     sc = preset("demo", n_cvs=n_cvs, n_svs=n_svs, slots=25)
-    ov = Overheads(decide_s=decide, link_s=link, local_handoff_s=0.001, rsu_handoff_s=0.001, sv_other_s=0.0005)
-    env = AsRunEnv(sc, n_envs=2, seed=seed, overheads=ov)
+    ov = Overheads(
+        decide_s=decide,
+        link_s=link,
+        link_jitter_s=jitter,
+        local_handoff_s=0.001,
+        rsu_handoff_s=0.001,
+        sv_other_s=0.0005,
+    )
+    env = AsRunEnv(sc, n_envs=2, seed=seed, overheads=ov, jitter_seed=seed % 7)
     rng = np.random.default_rng(seed)
     *_, mask = env.reset()
     generated = 0
@@ -156,6 +164,26 @@ def test_every_task_completes_once_and_its_parts_add_up(n_cvs, n_svs, seed, deci
             assert ends == sorted(ends)
             for prev, nxt in itertools.pairwise(q):
                 assert nxt.remote_start >= prev.remote_end - 1e-12
+
+
+def test_link_jitter_is_seeded_and_changes_only_the_link_time():
+    sc = preset("demo", slots=30)
+
+    def run(jitter: float, draw: int) -> list:
+        env = AsRunEnv(sc, 1, seed=4, overheads=Overheads(link_s=0.002, link_jitter_s=jitter), jitter_seed=draw)
+        env.reset()
+        for _ in range(sc.slots):
+            env.step(np.zeros((1, sc.n_cvs), dtype=np.int64))  # every task's input to the RSU
+        return env.finish()[0]
+
+    a, b, c = run(0.003, 0), run(0.003, 0), run(0.003, 1)
+    assert [t.done for t in a] == [t.done for t in b]  # the same draw, the same schedule
+    assert [t.node_arrival for t in a] != [t.node_arrival for t in c]
+    still = run(0.0, 0), run(0.0, 5)
+    assert [t.done for t in still[0]] == [t.done for t in still[1]]  # no jitter: the seed does not matter
+    for x, y in zip(a, still[0], strict=True):
+        assert x.sent == y.sent  # before the link nothing moves
+        assert x.node_arrival - x.sent >= (y.node_arrival - y.sent) - 0.002 - 1e-12  # clipped at the shaped time
 
 
 def test_make_env_picks_the_model_and_the_as_run_env_keeps_the_episodes():
