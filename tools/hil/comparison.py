@@ -242,17 +242,25 @@ def pooled(results: list[SimResult]) -> SimResult:
     return SimResult(first.method, first.kind, tasks, first.slots, first.actions, first.invalid_actions)
 
 
+def draw_stats(results: list[SimResult]) -> dict[str, Any]:
+    """`stats` of each draw's tasks, averaged over the draws (``n``: every draw's tasks)."""
+    per = [stats([t["completion_s"] for t in r.tasks]) for r in results]
+    if not per or any(p["n"] == 0 for p in per):
+        return stats([])
+    out = {k: float(np.mean([p[k] for p in per])) for k in ("mean_s", "p50_s", "p95_s")}
+    return {"n": sum(p["n"] for p in per), **out}
+
+
 def as_run_summary(
     plan: HilPlan, live: LiveResult, sims: list[SimResult], reps: list[SimResult], calibration: str
 ) -> dict[str, Any]:
     """The as-run model's keys of a method's summary record (tools/hil/report.py lists them):
-    statistics of the tasks of every draw pooled (the prediction's distribution), the spread of
+    each statistic the mean over the draws of that draw's value (`draw_stats`), the spread of
     the draws' means, decisions agreeing averaged over the draws."""
     done = [r for r in live.records if r["outcome"] != "failed"]
     measured = stats([r["total_s"] for r in done])
     sim, rep = pooled(sims), pooled(reps)
-    as_run = stats([t["completion_s"] for t in sim.tasks])
-    replayed = stats([t["completion_s"] for t in rep.tasks])
+    as_run, replayed = draw_stats(sims), draw_stats(reps)
     arriving = arriving_flops(plan)
 
     def spread(results: list[SimResult]) -> float | None:
