@@ -3,7 +3,8 @@
 ``completion_cdf.png``: completion-time CDFs per method, measured / simulated / replayed;
 ``components.png``: the mean delay per task in the simulator's five parts, stacked;
 ``queues.png`` and ``lyapunov.png``: backlog and L(Q) at each slot start, measured against
-simulated, with the fault windows shaded (`shade_faults`).
+simulated, with the fault windows shaded (`shade_faults`); the queue and Lyapunov plots add the
+as-run model's trajectory (its first draw) where ``<method>/as_run_slots.json`` exists.
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ def plot(
             shade_faults(ax, next(s for s in summary if s["method"] == m).get("faults", []), tau, len(meas))
             ax.plot(t, np.asarray(meas) / scale, "-", label="measured")
             ax.plot(np.arange(len(sim_vals)) * tau, np.asarray(sim_vals) / scale, "--", label="simulated")
+            as_run = _as_run_slots(live.out_dir)
+            if as_run:
+                vals = [0.0] + [s[key_sim] for s in as_run][:-1]
+                ax.plot(np.arange(len(vals)) * tau, np.asarray(vals) / scale, ":", label="as-run")
             ax.set_title(m)
             ax.set_xlabel("time (s)")
             ax.grid(alpha=0.3)
@@ -110,6 +115,17 @@ def plot(
         fig.tight_layout()
         written.append(_save(fig, out / name))
     return written
+
+
+def _as_run_slots(method_dir: Path) -> list[dict[str, Any]]:
+    """The as-run model's per-slot queues of a method (``as_run_slots.json``; none before it ran)."""
+    import json
+
+    path = method_dir / "as_run_slots.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, ValueError):
+        return []
 
 
 def shade_faults(ax, faults: list[dict[str, Any]], tau: float, slots: int) -> None:
