@@ -116,6 +116,29 @@ def load_calibration(path: str | Path) -> Overheads:
     return Overheads.from_dict(data["overheads"], str(p))
 
 
+def shaped_end_s(rates_bps: np.ndarray, slot_s: float, start_s: float, n_bytes: float) -> float:
+    """When ``n_bytes`` sent at ``start_s`` (seconds from slot 0) have crossed a link whose rate is
+    ``rates_bps[s]`` in slot s (tc sets it at every boundary; the last slot's rate goes on): the
+    bytes drain piecewise across boundaries; inf if the link stays at 0."""
+    bits = 8.0 * n_bytes
+    t = max(start_s, 0.0)
+    last = len(rates_bps) - 1
+    s = min(int(t // slot_s), last)
+    while (s + 1) * slot_s <= t and s < last:  # t // slot_s can round down at a boundary
+        s += 1
+    while bits > 0:
+        rate = float(rates_bps[s])
+        end_of_slot = (s + 1) * slot_s if s < last else math.inf
+        if rate > 0 and t + bits / rate <= end_of_slot:
+            return t + bits / rate
+        if not math.isfinite(end_of_slot):
+            return math.inf
+        bits -= max(end_of_slot - t, 0.0) * rate
+        t = end_of_slot
+        s += 1
+    return t
+
+
 # ---- one environment, event by event ---------------------------------------------------------
 @dataclass
 class TaskTimes:
@@ -458,24 +481,8 @@ class AsRun:
         return out
 
     def _uplink(self, i: int, j: int, start: float, n_bytes: float) -> float:
-        """When ``n_bytes`` sent at ``start`` have crossed link (i, j): per-slot rates, piecewise."""
-        bits = 8.0 * n_bytes
-        t = start
-        last = self.rates.shape[0] - 1
-        s = min(int(t // self.tau), last)
-        while (s + 1) * self.tau <= t and s < last:  # t // tau can round down at a boundary
-            s += 1
-        while bits > 0:
-            rate = float(self.rates[s, i, j])
-            end_of_slot = (s + 1) * self.tau if s < last else math.inf
-            if rate > 0 and t + bits / rate <= end_of_slot:
-                return t + bits / rate
-            if not math.isfinite(end_of_slot):
-                return math.inf
-            bits -= max(end_of_slot - t, 0.0) * rate
-            t = end_of_slot
-            s += 1
-        return t
+        """When ``n_bytes`` sent at ``start`` have crossed link (i, j) (`shaped_end_s`)."""
+        return shaped_end_s(self.rates[:, i, j], self.tau, start, n_bytes)
 
     def finish(self) -> list[TaskTimes]:
         """Drain every queue; every task decided has its completion. The nodes keep ticking

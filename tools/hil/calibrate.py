@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from splitrt.edge_runtime.errors import SplitrtError
-from splitrt.policy.sim.asrun import CALIBRATION_FORMAT, Overheads
+from splitrt.policy.sim.asrun import CALIBRATION_FORMAT, Overheads, shaped_end_s
 from splitrt.tools.hil.plan import HilPlan
 from splitrt.tools.hil.runner import LiveResult
 
@@ -65,21 +65,8 @@ def _line_fit(x: list[float], y: list[float]) -> tuple[float, float, dict[str, A
 
 def shaped_uplink_s(plan: HilPlan, cv: int, node: int, send_s: float, n_bytes: float) -> float:
     """Seconds for ``n_bytes`` sent at ``send_s`` (from slot 0) over link (cv, node) at the tc rates."""
-    rates = plan.rates_bps
-    tau = plan.scenario.slot_s
-    last = rates.shape[0] - 1
-    s = min(max(int(send_s // tau), 0), last)
-    t, bits = max(send_s, 0.0), 8.0 * n_bytes
-    while bits > 0:
-        rate = float(rates[s, cv, node])
-        end = (s + 1) * tau if s < last else math.inf
-        if rate > 0 and t + bits / rate <= end:
-            return t + bits / rate - send_s
-        if not math.isfinite(end):
-            return math.inf
-        bits -= max(end - t, 0.0) * rate
-        t, s = end, s + 1
-    return t - send_s
+    start = max(send_s, 0.0)
+    return shaped_end_s(plan.rates_bps[:, cv, node], plan.scenario.slot_s, start, n_bytes) - start
 
 
 def estimate_epoch(records: list[dict[str, Any]], plan: HilPlan) -> float:
