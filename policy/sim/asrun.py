@@ -46,7 +46,7 @@ from splitrt.edge_runtime.sysmodel import lyapunov
 from splitrt.edge_runtime.sysmodel import observation as obs_layout
 from splitrt.edge_runtime.sysmodel.allocation import allocate_rsu, queue_inputs
 from splitrt.policy.sim.env import VecEnv
-from splitrt.policy.sim.slot import SlotState, Tables, link_rates_bps
+from splitrt.policy.sim.slot import Tables, link_rates_bps
 
 CALIBRATION_FORMAT = "splitrt-calibration/1"
 #: state requests go out this long before every slot boundary (`VehicleConfig.state_lead_s`'s default)
@@ -528,6 +528,7 @@ class AsRunEnv(VecEnv):
         super().__init__(scenario, n_envs, seed, invalid_action=invalid_action, mobility=mobility)
         self.jitter_seed = jitter_seed  # the link jitter's draws (`Overheads.link_jitter_s`)
         self._episodes = 0
+        self._seen: np.ndarray | None = None  # (E, N, J) what each CV knows of each node's backlog
         if overheads is None:
             overheads = load_calibration(scenario.calibration_file) if scenario.calibration_file else Overheads()
         self.overheads = overheads
@@ -540,9 +541,9 @@ class AsRunEnv(VecEnv):
                 f"the as-run model replays the live runtime's one task per CV per slot, not arrivals = "
                 f"{self.scenario.arrivals!r}"
             )
+        self.engines = []
         super().reset(seed)
         sc = self.scenario
-        self.engines = []
         for e in range(self.n_envs):
             rates = np.stack(
                 [link_rates_bps(sc, self._positions[e, t], self._fading[e, t])[0] for t in range(sc.slots + 1)]
@@ -575,8 +576,8 @@ class AsRunEnv(VecEnv):
         t = self._t
         pos = self._positions[:, t, :, 0]
         n = self.n_agents
-        seen = getattr(self, "_seen", None)
-        if seen is None:
+        seen = self._seen
+        if seen is None or not self.engines:  # inside VecEnv.reset, before the engines exist
             return super()._observe()
         obs = obs_layout.build_observation(self._q_loc, seen[..., 0], seen[..., 1:], pos[:, :n], pos[:, None, n:])
         return obs, obs.reshape(self.n_envs, self.state_dim), self._mask_now().copy()
@@ -609,10 +610,6 @@ class AsRunEnv(VecEnv):
             "p2": np.full(self.n_envs, np.nan),
             "rsu_alloc_flops_per_s": np.stack([eng.allocations[-1] for eng in self.engines]),
         }
-
-    def slot_state(self) -> SlotState:
-        """The state planners see: the true queues at the boundary (full information)."""
-        return self._slot_state()
 
     def finish(self) -> list[list[TaskTimes]]:
         """Every task of every environment, drained (call after the last slot)."""

@@ -267,6 +267,8 @@ def _scenario(args: argparse.Namespace):
         overrides["slots"] = args.slots
     if args.v is not None:
         overrides["v"] = args.v
+    if args.calibration is not None:  # recorded in config.json, so --report-only finds it again
+        overrides["calibration_file"] = str(Path(args.calibration).resolve())
     if bool(args.vehicle_profiles) != bool(args.rsu_profiles):
         raise SplitrtError("--vehicle-profiles and --rsu-profiles go together")
     if args.vehicle_profiles:
