@@ -13,6 +13,7 @@ from pathlib import Path
 
 from splitrt.edge_runtime.configfields import helps, setting, to_argv
 from splitrt.edge_runtime.errors import SplitrtError
+from splitrt.policy.sim.scenario import SIM_MODELS
 
 METHODS = ("mad2rl", "pqmix")
 NOISE = ("zero", "sampled")
@@ -64,6 +65,12 @@ class TrainConfig:
         help="episodes of T slots in the TD phase after the imitation (0: none; the paper's training, "
         "--expert none, needs some: 2000 before the imitation phase existed)",
     )
+    sim_model: str = setting(
+        "paper",
+        help="slot model the episodes run in: paper (eqs 3-17) or as-run (the runtime's queues, policy/sim/asrun.py; "
+        "imitation only: its completions exist after the queues serve them, so there is no per-slot TD reward)",
+    )
+    calibration: str = setting("", help="the as-run model's overheads (OUT/calibration.json of a splitrt hil run)")
     seed: int = setting(0, help="seed of everything (torch, numpy, environments)")
     n_envs: int = setting(16, help="environments stepped in parallel")
     lr: float = setting(5e-4, help="Adam learning rate (paper)")
@@ -104,6 +111,13 @@ class TrainConfig:
         if self.objective_v < 0 or self.demo_weight < 0:
             raise SplitrtError("--objective-v and --demo-weight must be >= 0")
         self.demo_counts()  # refuses a malformed --demo-cvs now
+        if self.sim_model not in SIM_MODELS:
+            raise SplitrtError(f"--sim-model {self.sim_model!r} is not one of {', '.join(SIM_MODELS)}")
+        if self.sim_model == "as-run" and (self.episodes > 0 or not self.imitates):
+            raise SplitrtError(
+                "--sim-model as-run trains by imitation only (an --expert and --episodes 0): a task's as-run "
+                "completion exists only once the queues have served it, so there is no per-slot TD reward"
+            )
         if self.episodes < 0 or self.dagger_rounds < 0 or self.bc_steps < 0:
             raise SplitrtError("--episodes, --dagger-rounds and --bc-steps must be >= 0")
         if self.imitates and (self.dagger_rounds < 1 or self.bc_steps < 1):

@@ -71,13 +71,15 @@ def make_scenario(cfg: TrainConfig, slots: int | None = None):
     from splitrt.policy.sim.scenario import preset
 
     extra = {} if slots is None else {"slots": slots}
-    return preset(cfg.preset, n_cvs=cfg.cvs, n_svs=cfg.svs, v=cfg.v, **extra)
+    model = {"sim_model": cfg.sim_model, "calibration_file": cfg.calibration}
+    return preset(cfg.preset, n_cvs=cfg.cvs, n_svs=cfg.svs, v=cfg.v, **model, **extra)
 
 
 def make_env(cfg: TrainConfig, n_envs: int, seed: int, slots: int | None = None):
-    from splitrt.policy.sim.env import VecEnv
+    """The episodes' env: the paper's equations or the as-run model (``--sim-model``)."""
+    from splitrt.policy.sim.asrun import make_env as env_of
 
-    return VecEnv(make_scenario(cfg, slots), n_envs=n_envs, seed=seed)
+    return env_of(make_scenario(cfg, slots), n_envs, seed)
 
 
 def imitation_envs(cfg: TrainConfig) -> list:
@@ -409,7 +411,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
             warmup_return(env, random_choice, rng, lambda r, i: training_reward(cfg, r, i)) / max(1, len(obs_seen))
         )
         learner.set_normalisers(np.concatenate(obs_seen), np.concatenate(state_seen), env.n_nodes)
-        reward_scale = float(max(np.mean(np.abs(np.concatenate(rew_seen))), 1e-6))
+        seen = np.concatenate(rew_seen)
+        seen = seen[np.isfinite(seen)]  # the as-run model has no per-slot reward (imitation only)
+        reward_scale = float(max(np.mean(np.abs(seen)), 1e-6)) if seen.size else 1.0
         with open(metrics_path, "w", newline="") as f:
             csv.writer(f).writerow(
                 [
