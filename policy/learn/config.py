@@ -101,6 +101,14 @@ class TrainConfig:
         "cpu", help="torch device for the networks (cpu, or cuda where available; results differ in the last bits)"
     )
 
+    def check_model(self) -> None:
+        """Refuse a TD phase in the as-run model (`splitrt train` calls this before it starts)."""
+        if self.sim_model == "as-run" and (self.episodes > 0 or not self.imitates):
+            raise SplitrtError(
+                "--sim-model as-run trains by imitation only (an --expert and --episodes 0): a task's as-run "
+                "completion exists only once the queues have served it, so there is no per-slot TD reward"
+            )
+
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise SplitrtError(f"--method {self.method!r} is not one of {', '.join(METHODS)}")
@@ -113,11 +121,7 @@ class TrainConfig:
         self.demo_counts()  # refuses a malformed --demo-cvs now
         if self.sim_model not in SIM_MODELS:
             raise SplitrtError(f"--sim-model {self.sim_model!r} is not one of {', '.join(SIM_MODELS)}")
-        if self.sim_model == "as-run" and (self.episodes > 0 or not self.imitates):
-            raise SplitrtError(
-                "--sim-model as-run trains by imitation only (an --expert and --episodes 0): a task's as-run "
-                "completion exists only once the queues have served it, so there is no per-slot TD reward"
-            )
+
         if self.episodes < 0 or self.dagger_rounds < 0 or self.bc_steps < 0:
             raise SplitrtError("--episodes, --dagger-rounds and --bc-steps must be >= 0")
         if self.imitates and (self.dagger_rounds < 1 or self.bc_steps < 1):

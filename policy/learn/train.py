@@ -370,6 +370,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
     """Train into ``out`` (config.json, metrics.csv, checkpoint.pt, learning_curve.png, policy/)."""
     from tqdm import tqdm
 
+    cfg.check_model()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)

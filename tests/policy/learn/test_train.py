@@ -376,6 +376,7 @@ def test_imitation_in_the_as_run_model(tmp_path):
     assert meta["scenario"]["sim_model"] == "as-run" and meta["scenario"]["calibration_file"] == str(cal)
     assert meta["selected"]["val_completion_s"] > 0.002  # completions of the as-run model, decision included
     with pytest.raises(SplitrtError, match="imitation only"):
-        TrainConfig(sim_model="as-run", episodes=5)
+        train(TrainConfig(sim_model="as-run", episodes=5), tmp_path / "td", progress=False)
+    assert not (tmp_path / "td").exists()  # refused before anything is written
     with pytest.raises(SplitrtError, match="--sim-model"):
         TrainConfig(sim_model="queueing")

@@ -41,6 +41,8 @@ TRAIN_FLAGS = {
     # the imitation phase and the reward's V' (policy/learn/demonstrate.py)
     "--objective-v", "--expert", "--dagger-rounds", "--dagger-slots", "--dagger-envs", "--bc-steps", "--demo-cvs", "--demo-weight",
     "--decision-noise",
+    # the slot model the episodes run in (policy/sim/asrun.py)
+    "--sim-model", "--calibration",
 }  # fmt: skip
 #: the flags that are no config field, each defined once in its command module
 NON_CONFIG = {
@@ -114,6 +116,8 @@ TRAIN = TrainConfig(
     demo_cvs="2,4",
     demo_weight=0.5,
     decision_noise="sampled",
+    sim_model="as-run",
+    calibration="runs/cal/calibration.json",
     steps=3,
     temperature=0.5,
     episodes=40,
