@@ -133,9 +133,7 @@ class Containers(Discipline):
         the rate it had then (`shares_changed` banks the progress whenever the shares change)."""
         server = self.server
         with server._cv:
-            hold = self._holds.get(id(job))
-            if hold is None:  # not announced by `started`: from ``start`` at today's rate
-                hold = self._holds[id(job)] = _Hold(job.queue, job.flops, start, self.rate(job.queue))
+            hold = self._holds[id(job)]  # `started` made it (splitrt.edge_runtime.node.workers.run_job)
             first = True
             try:
                 while not server._workers_exit:

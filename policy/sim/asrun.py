@@ -32,7 +32,6 @@ ends as exactly one `TaskTimes` (`AsRun.finish` drains the queues after the last
 from __future__ import annotations
 
 import heapq
-import json
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, field, fields
@@ -42,13 +41,15 @@ from typing import Any
 import numpy as np
 
 from splitrt.edge_runtime.errors import SplitrtError
+from splitrt.edge_runtime.formats.jsonfile import read_versioned
 from splitrt.edge_runtime.sysmodel import lyapunov
 from splitrt.edge_runtime.sysmodel import observation as obs_layout
 from splitrt.edge_runtime.sysmodel.allocation import allocate_rsu, queue_inputs
 from splitrt.policy.sim.env import VecEnv
 from splitrt.policy.sim.slot import Tables, link_rates_bps
 
-CALIBRATION_FORMAT = "splitrt-calibration/1"
+#: ``format_version`` of a calibration file (splitrt.edge_runtime.formats.jsonfile)
+CALIBRATION_VERSION = 1
 #: state requests go out this long before every slot boundary (`VehicleConfig.state_lead_s`'s default)
 STATE_LEAD_S = 0.02
 
@@ -104,16 +105,10 @@ def _seconds(what: str, value: Any) -> float:
 
 def load_calibration(path: str | Path) -> Overheads:
     """The overheads of a calibration file (written by splitrt.tools.hil.calibrate)."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SplitrtError(f"cannot read the calibration {p}: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != CALIBRATION_FORMAT:
-        raise SplitrtError(f"{p} is not a calibration file (format {CALIBRATION_FORMAT!r} expected)")
-    if not isinstance(data.get("overheads"), dict):
-        raise SplitrtError(f"{p} has no overheads object")
-    return Overheads.from_dict(data["overheads"], str(p))
+    data = read_versioned(path, "the calibration", CALIBRATION_VERSION, required=("overheads",))
+    if not isinstance(data["overheads"], dict):
+        raise SplitrtError(f"the calibration {path}: overheads must be an object")
+    return Overheads.from_dict(data["overheads"], str(path))
 
 
 def shaped_end_s(rates_bps: np.ndarray, slot_s: float, start_s: float, n_bytes: float) -> float:

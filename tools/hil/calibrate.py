@@ -16,7 +16,7 @@ Every fitted value is a statistic of the records' own duration parts
 
 A slope that comes out negative (noise) is set to 0 and the intercept refitted as the mean. Each
 fit's count and residual spread go into the file next to the values, so a calibration from too
-few tasks shows. Files: ``{"format": "splitrt-calibration/1", "overheads": {...}, "fits": {...},
+few tasks shows. Files: ``{"format_version": 1, "overheads": {...}, "fits": {...},
 "source": ..., "methods": [...], "scenario": ..., "tasks": n}``; `load_calibration` (the
 simulator side) reads them.
 """
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from splitrt.edge_runtime.errors import SplitrtError
-from splitrt.policy.sim.asrun import CALIBRATION_FORMAT, Overheads, shaped_end_s
+from splitrt.policy.sim.asrun import CALIBRATION_VERSION, Overheads, shaped_end_s
 from splitrt.tools.hil.plan import HilPlan
 from splitrt.tools.hil.runner import LiveResult
 
@@ -142,7 +142,7 @@ def write_calibration(path: Path, plan: HilPlan, lives: list[LiveResult], source
     """Fit from ``lives`` and write the calibration file at ``path``."""
     overheads, detail = fit_overheads(plan, lives)
     data = {
-        "format": CALIBRATION_FORMAT,
+        "format_version": CALIBRATION_VERSION,
         "source": source,
         "methods": [live.method for live in lives],
         "scenario": plan.preset_scenario.name,

@@ -21,7 +21,7 @@ from splitrt.policy.sim.asrun import Overheads
 from splitrt.tools.hil.faults import FaultWindow, split_by_window
 from splitrt.tools.hil.plan import HilPlan
 from splitrt.tools.hil.runner import LiveResult
-from splitrt.tools.hil.simulate import COMPONENTS, SimResult, replay, simulate
+from splitrt.tools.hil.simulate import COMPONENTS, SimResult, measured_components, replay, simulate
 
 GFLOP = 1e9
 #: Queues "grow" when the backlog's slope over the second half exceeds this fraction of the work
@@ -30,17 +30,6 @@ GROWTH_FRACTION = 0.05
 
 
 # ---- per-task statistics ---------------------------------------------------------------------
-def measured_components(record: dict[str, Any]) -> dict[str, float]:
-    """A live record's delay in the simulator's five parts (tools/hil/simulate.py's table)."""
-    return {
-        "local_wait_s": record["local_wait_s"] + record["decide_s"],
-        "local_compute_s": record["local_compute_s"],
-        "transfer_s": record["encode_s"] + record["transfer_s"] + record["decode_s"],
-        "remote_queue_s": record["remote_wait_s"],
-        "remote_compute_s": record["remote_compute_s"] + record["remote_other_s"],
-    }
-
-
 def stats(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"n": 0, "mean_s": None, "p50_s": None, "p95_s": None}

@@ -42,6 +42,7 @@ from splitrt.tools.hil.comparison import (
     GFLOP,
     GROWTH_FRACTION,
     OUTCOMES,
+    arriving_flops,
     compare,
     compare_as_run,
     fault_summary,
@@ -93,7 +94,7 @@ def looking_at(plan: HilPlan, summary: list[dict[str, Any]]) -> str:
     """One paragraph for a newcomer: the run, whose queues grew and whose stayed bounded (measured),
     the fastest method, and how far each model is from the measurement."""
     sc = plan.scenario
-    work = sum(float(plan.work.models[cv.model]["local_flops"][-1]) for cv in plan.cvs) / GFLOP
+    work = arriving_flops(plan) / GFLOP
     grow = [s["method"] for s in summary if s["backlog"]["measured"].get("growing")]
     bounded = [s["method"] for s in summary if s["backlog"]["measured"] and not s["backlog"]["measured"]["growing"]]
     timed = [s for s in summary if s["measured"]["mean_s"] is not None]

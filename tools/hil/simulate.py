@@ -43,6 +43,18 @@ MODELS = ("paper", "as-run")
 COMPONENTS = ("local_wait_s", "local_compute_s", "transfer_s", "remote_queue_s", "remote_compute_s")
 
 
+def measured_components(record: dict[str, Any]) -> dict[str, float]:
+    """A task record's nine parts (splitrt.edge_runtime.formats.records) in the five above: a live
+    record, or an as-run task's `TaskTimes.components`."""
+    return {
+        "local_wait_s": record["local_wait_s"] + record["decide_s"],
+        "local_compute_s": record["local_compute_s"],
+        "transfer_s": record["encode_s"] + record["transfer_s"] + record["decode_s"],
+        "remote_queue_s": record["remote_wait_s"],
+        "remote_compute_s": record["remote_compute_s"] + record["remote_other_s"],
+    }
+
+
 @dataclass
 class SimResult:
     method: str
@@ -124,22 +136,31 @@ def _run_as_run(env: AsRunEnv, method: str, kind: str, choose: Callable[..., np.
     models = sc.cv_models()
     all_actions = np.zeros((sc.slots, env.n_agents), dtype=np.int64)
     invalid = 0
-    queues: list[list[np.ndarray]] = []
-    allocs: list[np.ndarray] = []
+    slots: list[dict[str, Any]] = []
     for t in range(sc.slots):
         view: SlotView = env.view()
         actions = np.asarray(choose(obs, state, mask, view, t), dtype=np.int64).reshape(1, env.n_agents)
         all_actions[t] = actions[0]
         obs, state, mask, _, _, info = env.step(actions)
         invalid += int(info["invalid_actions"].sum())
-        queues.append([info["q_loc_flops"][0], info["q_rsu_flops"][0], info["q_sv_flops"][0]])
-        allocs.append(info["rsu_alloc_flops_per_s"][0])
-    times = env.finish()[0]
-    ov = env.overheads
+        q = [info["q_loc_flops"][0], info["q_rsu_flops"][0], info["q_sv_flops"][0]]
+        slots.append(
+            {
+                "slot": t,
+                "q_loc_flops": q[0].tolist(),
+                "q_rsu_flops": q[1].tolist(),
+                "q_sv_flops": q[2].tolist(),
+                "backlog_flops": float(sum(x.sum() for x in q)),
+                "lyapunov": float(info["lyapunov"][0]),
+                "drift": float(info["drift"][0]),
+                "p2": None,  # no per-slot pressure: the completions come after the queues serve them
+                "rsu_alloc_flops_per_s": info["rsu_alloc_flops_per_s"][0].tolist(),
+            }
+        )
     tasks: list[dict[str, Any]] = []
     by_slot: dict[int, list[float]] = {}
-    for tk in times:
-        c = tk.components(ov)
+    for tk in env.finish()[0]:
+        parts = tk.components(env.overheads)
         row = {
             "slot": tk.slot,
             "vehicle_id": f"cv{tk.cv}",
@@ -147,38 +168,16 @@ def _run_as_run(env: AsRunEnv, method: str, kind: str, choose: Callable[..., np.
             "cut": tk.cut,
             "node": tk.node,
             "completion_s": tk.completion_s,
-            "local_wait_s": c["local_wait_s"] + c["decide_s"],
-            "local_compute_s": c["local_compute_s"],
-            "transfer_s": c["encode_s"] + c["transfer_s"] + c["decode_s"],
-            "remote_queue_s": c["remote_wait_s"],
-            "remote_compute_s": c["remote_compute_s"] + c["remote_other_s"],
-            "parts_s": c,
+            **measured_components(parts),
+            "parts_s": parts,
         }
         tasks.append(row)
         by_slot.setdefault(tk.slot, []).append(tk.completion_s)
-    slots: list[dict[str, Any]] = []
-    prev = [np.zeros(env.n_agents), np.zeros(env.n_types), np.zeros(env.n_svs)]
-    for t, q in enumerate(queues):
-        comp = by_slot.get(t, [])
-        l_now, l_next = float(lyapunov.lyapunov(prev)), float(lyapunov.lyapunov(q))
-        penalty = float(lyapunov.penalty(np.asarray(comp), sc.v)) if comp else 0.0
-        slots.append(
-            {
-                "slot": t,
-                "tasks": len(comp),
-                "mean_completion_s": float(np.mean(comp)) if comp else None,
-                "q_loc_flops": q[0].tolist(),
-                "q_rsu_flops": q[1].tolist(),
-                "q_sv_flops": q[2].tolist(),
-                "backlog_flops": float(q[0].sum() + q[1].sum() + q[2].sum()),
-                "lyapunov": l_next,
-                "drift": l_next - l_now,
-                "penalty": penalty,
-                "p2": None,
-                "rsu_alloc_flops_per_s": allocs[t].tolist(),
-            }
-        )
-        prev = q
+    for row in slots:  # the slot's completions, now that they exist
+        comp = by_slot.get(row["slot"], [])
+        row["tasks"] = len(comp)
+        row["mean_completion_s"] = float(np.mean(comp)) if comp else None
+        row["penalty"] = float(lyapunov.penalty(np.asarray(comp), sc.v)) if comp else 0.0
     return SimResult(method, kind, tasks, slots, all_actions, invalid)
 
 

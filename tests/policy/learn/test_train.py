@@ -365,10 +365,12 @@ def test_validation_selects_the_exported_snapshot_without_changing_the_training(
 def test_imitation_in_the_as_run_model(tmp_path):
     """--sim-model as-run: the imitation episodes and the validation run in the as-run model with
     the calibration's overheads; the policy records it; a TD phase there is refused."""
-    from splitrt.policy.sim.asrun import CALIBRATION_FORMAT
+    from splitrt.policy.sim.asrun import CALIBRATION_VERSION
 
     cal = tmp_path / "calibration.json"
-    cal.write_text(json.dumps({"format": CALIBRATION_FORMAT, "overheads": {"decide_s": 0.002, "link_s": 0.001}}))
+    cal.write_text(
+        json.dumps({"format_version": CALIBRATION_VERSION, "overheads": {"decide_s": 0.002, "link_s": 0.001}})
+    )
     small = dict(cvs=2, svs=1, n_envs=2, threads=1, dagger_rounds=1, dagger_slots=5, dagger_envs=2, bc_steps=3)
     cfg = TrainConfig(method="pqmix", preset="demo", demo_cvs="2", sim_model="as-run", calibration=str(cal), **small)
     train(cfg, tmp_path / "run", progress=False)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from splitrt.edge_runtime.errors import SplitrtError
 from splitrt.policy.evaluate import run_episodes
 from splitrt.policy.methods.registry import make_method
-from splitrt.policy.sim.asrun import CALIBRATION_FORMAT, AsRun, AsRunEnv, Overheads, load_calibration, make_env
+from splitrt.policy.sim.asrun import CALIBRATION_VERSION, AsRun, AsRunEnv, Overheads, load_calibration, make_env
 from splitrt.policy.sim.env import VecEnv
 from splitrt.policy.sim.scenario import preset
 from splitrt.policy.sim.slot import Tables
@@ -204,7 +204,7 @@ def test_make_env_picks_the_model_and_the_as_run_env_keeps_the_episodes():
 def test_calibration_file_round_trip_and_bad_files(tmp_path):
     ov = Overheads(decide_s=0.003, link_s=0.002, decide_by={"mad2rl": 0.005})
     path = tmp_path / "calibration.json"
-    path.write_text(json.dumps({"format": CALIBRATION_FORMAT, "overheads": ov.to_dict()}))
+    path.write_text(json.dumps({"format_version": CALIBRATION_VERSION, "overheads": ov.to_dict()}))
     assert load_calibration(path) == ov
     assert load_calibration(path).decide_for("mad2rl") == 0.005 and ov.decide_for("greedy") == 0.003
     env = AsRunEnv(preset("demo", slots=3, calibration_file=str(path)), 1, seed=0)
@@ -212,14 +212,15 @@ def test_calibration_file_round_trip_and_bad_files(tmp_path):
     bad = tmp_path / "bad.json"
     for text, match in [
         ("{", "cannot read the calibration"),
-        (json.dumps({"format": "x"}), "not a calibration file"),
-        (json.dumps({"format": CALIBRATION_FORMAT}), "no overheads"),
-        (json.dumps({"format": CALIBRATION_FORMAT, "overheads": {"decide": 1}}), "unknown overhead"),
-        (json.dumps({"format": CALIBRATION_FORMAT, "overheads": {"link_s": -1}}), "link_s must be"),
-        (json.dumps({"format": CALIBRATION_FORMAT, "overheads": {"decide_by": {"a": "x"}}}), "decide_by.a"),
+        (json.dumps({"format": "x"}), "format_version must be 1"),
+        (json.dumps({"format_version": CALIBRATION_VERSION}), "missing field.s. overheads"),
+        (json.dumps({"format_version": CALIBRATION_VERSION, "overheads": []}), "overheads must be an object"),
+        (json.dumps({"format_version": CALIBRATION_VERSION, "overheads": {"decide": 1}}), "unknown overhead"),
+        (json.dumps({"format_version": CALIBRATION_VERSION, "overheads": {"link_s": -1}}), "link_s must be"),
+        (json.dumps({"format_version": CALIBRATION_VERSION, "overheads": {"decide_by": {"a": "x"}}}), "decide_by.a"),
     ]:
         bad.write_text(text)
         with pytest.raises(SplitrtError, match=match):
             load_calibration(bad)
-    with pytest.raises(SplitrtError, match="cannot read"):
+    with pytest.raises(SplitrtError, match="missing.json does not exist"):
         load_calibration(tmp_path / "missing.json")

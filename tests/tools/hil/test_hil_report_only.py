@@ -16,7 +16,7 @@ import pytest
 
 from splitrt.edge_runtime.formats.records import DURATION_KEYS, read_jsonl
 from splitrt.policy.sim import scenario as config
-from splitrt.policy.sim.asrun import CALIBRATION_FORMAT, load_calibration
+from splitrt.policy.sim.asrun import CALIBRATION_VERSION, load_calibration
 from splitrt.tools.cli import main as cli
 from splitrt.tools.hil.comparison import AS_RUN_DRAWS
 from splitrt.tools.hil.plan import make_plan
@@ -176,7 +176,7 @@ def test_report_only_rebuilds_the_summary_from_the_files(run_dir, capsys):
     assert "Which parts of the time each model gets wrong" in text and "as-run replayed" in text
     # another run's calibration: named in the summary, and this run's own fit still written
     other = out.parent / "other-calibration.json"
-    other.write_text(json.dumps({"format": CALIBRATION_FORMAT, "overheads": {"decide_s": 0.01}}))
+    other.write_text(json.dumps({"format_version": CALIBRATION_VERSION, "overheads": {"decide_s": 0.01}}))
     assert cli.main(["hil", "--report-only", str(out), "--no-progress", "--calibration", str(other)]) == 0
     again = json.loads((out / "summary.json").read_text())[0]
     assert again["as_run_calibration"] == f"overheads from {other} (fitted from another run's records)"
@@ -194,7 +194,7 @@ def test_report_only_explains_what_is_missing(run_dir, tmp_path, capsys):
 
     assert "no such directory" in error("--report-only", str(tmp_path / "nope"))
     bad = ("--report-only", str(run_dir["out"]), "--calibration", str(tmp_path / "nope.json"))
-    assert "cannot read the calibration" in error(*bad)
+    assert "the calibration" in (msg := error(*bad)) and "nope.json does not exist" in msg
     assert "go with --report-only" in error("--vehicle-profiles", str(tmp_path), "--rsu-profiles", str(tmp_path))
     empty = tmp_path / "empty"
     empty.mkdir()
