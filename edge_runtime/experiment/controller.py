@@ -171,6 +171,8 @@ class LyapunovController:
         for r in tasks:
             if r["vehicle_id"] not in self.setup.cvs:
                 continue
+            if r.get("cut") is None:  # never decided (its vehicle's host was lost): it brought no work
+                continue
             i = self.cv_ids.index(r["vehicle_id"])
             work = self.work[r["model"]]
             cut = int(r["cut"])

@@ -519,8 +519,11 @@ class AsRunEnv(VecEnv):
         invalid_action: str = "raise",
         mobility=None,
         jitter_seed: int = 0,
+        link_rates_bps: np.ndarray | None = None,
     ) -> None:
-        super().__init__(scenario, n_envs, seed, invalid_action=invalid_action, mobility=mobility)
+        super().__init__(
+            scenario, n_envs, seed, invalid_action=invalid_action, mobility=mobility, link_rates_bps=link_rates_bps
+        )
         self.jitter_seed = jitter_seed  # the link jitter's draws (`Overheads.link_jitter_s`)
         self._episodes = 0
         self._seen: np.ndarray | None = None  # (E, N, J) what each CV knows of each node's backlog
@@ -540,9 +543,13 @@ class AsRunEnv(VecEnv):
         super().reset(seed)
         sc = self.scenario
         for e in range(self.n_envs):
-            rates = np.stack(
-                [link_rates_bps(sc, self._positions[e, t], self._fading[e, t])[0] for t in range(sc.slots + 1)]
-            )
+            if self.link_rates_bps is not None:  # given (measured) rates; the last row holds after them
+                given = self.link_rates_bps
+                rates = given[np.minimum(np.arange(sc.slots + 1), len(given) - 1)]
+            else:
+                rates = np.stack(
+                    [link_rates_bps(sc, self._positions[e, t], self._fading[e, t])[0] for t in range(sc.slots + 1)]
+                )
             self.engines.append(
                 AsRun(
                     self.tables,

@@ -135,6 +135,7 @@ class VecEnv:
         *,
         invalid_action: str = "raise",
         mobility: Mobility | None = None,
+        link_rates_bps: np.ndarray | None = None,
     ) -> None:
         if n_envs < 1:
             raise ValueError(f"n_envs must be >= 1, got {n_envs}")
@@ -143,6 +144,13 @@ class VecEnv:
         self.scenario = scenario
         self.n_envs = n_envs
         self.invalid_action = invalid_action
+        #: (T, N, J) given link rates (bit/s) in place of the channel model's, the same in every
+        #: environment (measured links of a multi-host run); the last row holds for later slots
+        self.link_rates_bps = None if link_rates_bps is None else np.asarray(link_rates_bps, dtype=np.float64)
+        if self.link_rates_bps is not None and self.link_rates_bps.shape[1:] != (scenario.n_cvs, scenario.n_nodes):
+            raise ValueError(
+                f"link_rates_bps must be (T, {scenario.n_cvs}, {scenario.n_nodes}), got {self.link_rates_bps.shape}"
+            )
         self.workloads = load_workloads(scenario)
         self.tables = Tables.build(scenario, self.workloads)
         self.mobility = mobility if mobility is not None else make_mobility(scenario)
@@ -330,9 +338,15 @@ class VecEnv:
             q_sv_flops=self._q_sv,
             cv_flops_per_s=self._f_cv,
             sv_flops_per_s=self._f_sv,
-            links=Links(self._positions[:, t], self._fading[:, t], self.scenario),
+            links=self._links(t),
             tasks=self._tasks[:, t],
         )
+
+    def _links(self, t: int) -> Links:
+        if self.link_rates_bps is None:
+            return Links(self._positions[:, t], self._fading[:, t], self.scenario)
+        given = self.link_rates_bps[min(t, len(self.link_rates_bps) - 1)]
+        return Links.fixed(np.broadcast_to(given, (self.n_envs, *given.shape)))
 
     def _observe(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         t = self._t

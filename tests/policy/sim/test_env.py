@@ -184,3 +184,26 @@ def test_calibrated_preset_runs():
     for _ in range(4):
         *_, reward, done, info = env.step(np.zeros((2, 3), dtype=np.int64))
     assert done.all() and np.all(np.isfinite(reward)) and np.all(info["completion_s"] > 0)
+
+
+def test_given_link_rates_replace_the_channel_model_in_the_transfer():
+    """Measured links (multi-host runs): the rates given are the ones a transfer takes, 8 D / R."""
+    sc = config.paper(n_cvs=3, n_svs=2, slots=4)
+    model = VecEnv(sc, n_envs=1, seed=3)
+    model.reset()
+    rates, tx = [], []
+    actions = np.zeros((1, 3), dtype=np.int64)  # cut 0 (the input) to the RSU
+    for _ in range(sc.slots):
+        rates.append(model.view().state.rate_bps[0].copy())
+        *_, info = model.step(actions)
+        tx.append(info["tx_s"][0].copy())
+    rates = np.stack(rates)
+    for factor in (1.0, 2.0):
+        env = VecEnv(sc, n_envs=1, seed=3, link_rates_bps=rates * factor)
+        env.reset()
+        for t in range(sc.slots):
+            np.testing.assert_allclose(env.view().state.rate_bps[0], rates[t] * factor)
+            *_, info = env.step(actions)
+            np.testing.assert_allclose(info["tx_s"][0], tx[t] / factor, rtol=1e-12)
+    with pytest.raises(ValueError, match="link_rates_bps must be"):
+        VecEnv(sc, n_envs=1, seed=3, link_rates_bps=rates[:, :2])
