@@ -76,8 +76,11 @@ def estimate_epoch(records: list[dict[str, Any]], plan: HilPlan) -> float:
     return float(np.median(starts)) if starts else math.nan
 
 
-def fit_overheads(plan: HilPlan, lives: Iterable[LiveResult]) -> tuple[Overheads, dict[str, Any]]:
-    """The overheads of the records of ``lives`` (module docstring) and each fit's detail."""
+def fit_overheads(
+    plan: HilPlan, lives: Iterable[LiveResult], plans: dict[str, HilPlan] | None = None
+) -> tuple[Overheads, dict[str, Any]]:
+    """The overheads of the records of ``lives`` (module docstring) and each fit's detail;
+    ``plans[method]`` replaces ``plan``'s link rates for that method's records (measured links)."""
     ids = [cv.id for cv in plan.cvs]
     decide: list[float] = []
     decide_by: dict[str, list[float]] = {}
@@ -86,6 +89,7 @@ def fit_overheads(plan: HilPlan, lives: Iterable[LiveResult]) -> tuple[Overheads
     node_other: dict[str, list[float]] = {"rsu": [], "sv": []}
     n_tasks = 0
     for live in lives:
+        link_plan = (plans or {}).get(live.method, plan)
         epoch = live.epoch_unix_s if math.isfinite(live.epoch_unix_s) else estimate_epoch(live.records, plan)
         for r in live.records:
             if r.get("outcome") not in ("remote", "local") or r.get("cut") is None:
@@ -114,7 +118,7 @@ def fit_overheads(plan: HilPlan, lives: Iterable[LiveResult]) -> tuple[Overheads
                     + r["local_compute_s"]
                     + r["encode_s"]
                 )
-                shaped = shaped_uplink_s(plan, ids.index(r["vehicle_id"]), int(r["node"]), sent, n_bytes)
+                shaped = shaped_uplink_s(link_plan, ids.index(r["vehicle_id"]), int(r["node"]), sent, n_bytes)
                 if math.isfinite(shaped):
                     link_x.append(n_bytes)
                     link_y.append(r["transfer_s"] - shaped)
@@ -138,9 +142,11 @@ def fit_overheads(plan: HilPlan, lives: Iterable[LiveResult]) -> tuple[Overheads
     return Overheads.from_dict(values, "calibration"), {"fits": fits, "tasks": n_tasks}
 
 
-def write_calibration(path: Path, plan: HilPlan, lives: list[LiveResult], source: str) -> tuple[Overheads, Path]:
-    """Fit from ``lives`` and write the calibration file at ``path``."""
-    overheads, detail = fit_overheads(plan, lives)
+def write_calibration(
+    path: Path, plan: HilPlan, lives: list[LiveResult], source: str, plans: dict[str, HilPlan] | None = None
+) -> tuple[Overheads, Path]:
+    """Fit from ``lives`` and write the calibration file at ``path`` (``plans`` as in fit_overheads)."""
+    overheads, detail = fit_overheads(plan, lives, plans)
     data = {
         "format_version": CALIBRATION_VERSION,
         "source": source,

@@ -136,6 +136,9 @@ class HilPlan:
     cpu: CpuEstimate  # CpuEstimate(1, 0, 0, 0, "") until estimated
     notes: list[str] = field(default_factory=list)
     rebased: bool = True  # the preset re-based on this machine (False: a deployment's own scenario)
+    #: "model": rates_bps is the channel model's (tc applies it live); "measured": the rates the
+    #: vehicles measured (multi-host runs, tools/hosts/links.py), which the simulator then uses too
+    links: str = "model"
 
     @property
     def node_names(self) -> list[str]:

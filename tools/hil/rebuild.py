@@ -18,7 +18,9 @@ Layout of DIR (``<m>`` = a method name of splitrt.policy.methods.registry, e.g. 
 | ``<m>/tc_rates.jsonl`` | the per-slot rates `splitrt hil` set on the emulated links | present: ``link_emulation`` = ``tc`` |
 
 ``link_emulation`` is ``tc`` (rates were shaped), ``loopback`` (a `splitrt hil` run without
-shaping) or ``real`` (no config.json: a deployment's own links).
+shaping), ``measured`` (a `splitrt hil --hosts` run without tc, its ``hosts.json`` present: the simulator takes
+the rates the vehicles measured, tools/hosts/links.py) or ``real`` (no config.json: a deployment's
+own links).
 """
 
 from __future__ import annotations
@@ -247,6 +249,8 @@ def load_run(
     for m in chosen:
         mdir = run_dir / m
         emulation = "tc" if (mdir / "tc_rates.jsonl").is_file() else ("loopback" if config else "real")
+        if emulation != "tc" and (run_dir / "hosts.json").is_file():  # `splitrt hil --hosts`, unshaped links
+            emulation = "measured"
         live = load_result(mdir, m, emulation, link_note, cv_ids)
         check_records(plan, live)
         if not live.controller:

@@ -14,7 +14,7 @@ Per method (``summary.json``, a list; the first eight keys are the contract of t
 | ``simulated_mean_completion_s`` | mean eq (17) delay of the same scenario and seed in the simulator, the method deciding there |
 | ``gap_pct`` | 100 (measured - simulated) / simulated |
 | ``tasks_generated``, ``tasks_completed``, ``tasks_failed`` | live task counts (completed = remote, local or fallback) |
-| ``link_emulation`` | ``tc`` (namespaces + per-slot rate shaping) or ``loopback`` |
+| ``link_emulation`` | ``tc`` (per-slot rate shaping: namespaces, or the hosts' interfaces with ``--hosts --links tc``), ``loopback``, ``measured`` (``--hosts``: links as they are, the simulator on the measured rates) or ``real`` (a deployment's files) |
 | ``measured``, ``simulated``, ``replayed`` | ``{mean_s, p50_s, p95_s, n}``; replayed = the live decisions through the simulator |
 | ``replay_gap_pct`` | the same gap against the replayed decisions (model error alone) |
 | ``decisions_agree`` | fraction of (slot, CV) where the live and the simulated method chose the same (cut, node) |
@@ -177,9 +177,10 @@ def write_report(
     warnings: list[str],
     skipped: dict[str, str],
     source: str = "",
+    hosts: list[dict[str, Any]] | None = None,
 ) -> tuple[Path, Path]:
     """report.md and report.html in ``out``; ``source`` (report-only) says where the live files
-    came from."""
+    came from; ``hosts`` (a multi-host run's hosts.json rows) adds the hosts table."""
     sc = plan.scenario
     where = "on this machine" if plan.rebased else "(a deployment's own scenario)"
     slower = "slower" if plan.rebased else "slower than the RSU"
@@ -258,6 +259,18 @@ def write_report(
             f"wall time {'-' if s['wall_s'] is None else format(s['wall_s'], '.0f')} s."
         )
         blocks.append(("p", extra))
+    if hosts:
+        blocks.append(("h2", "Hosts"))
+        blocks.append(
+            (
+                "p",
+                "The machines of the inventory (hosts.json): what each ran, its clock offset against the orchestrator "
+                "(its clock minus ours, from the probe with the shortest round trip; the error is at most half that "
+                "round trip) and what was shipped to it (files verified by sha256 on arrival; 'sent' were missing or "
+                "different there).",
+            )
+        )
+        blocks.append(("table", hosts_table(hosts)))
     faults = fault_rows(summary)
     if len(faults) > 1:
         blocks.append(("h2", "Faults"))
@@ -287,3 +300,27 @@ def write_report(
     md_path.write_text(md)
     html_path.write_text(html_text)
     return md_path, html_path
+
+
+def hosts_table(hosts: list[dict[str, Any]]) -> list[list[str]]:
+    rows = [["host", "address", "roles", "machine", "Python", "splitrt", "cores", "clock offset", "shipped", "lost"]]
+    for h in hosts:
+        o, rtt, ship = h.get("clock_offset_s"), h.get("clock_rtt_s"), h.get("shipping") or {}
+        rows.append(
+            [
+                h["host"],
+                h["address"],
+                ", ".join(h["roles"]),
+                str(h.get("machine") or "-"),
+                str(h.get("python") or "-"),
+                str(h.get("splitrt") or "-"),
+                str(h.get("cpus") or "-"),
+                "-" if o is None else f"{o * 1e3:+.2f} ms (±{rtt * 1e3 / 2:.2f})",
+                f"{ship.get('sent', 0)}/{ship.get('files', 0)} files, {ship.get('bytes_sent', 0) / 1e6:.1f} MB, "
+                f"{ship.get('seconds', 0.0):.1f} s"
+                if ship
+                else "-",
+                "-" if h.get("lost_unix_s") is None else "yes",
+            ]
+        )
+    return rows

@@ -141,6 +141,9 @@ class Experiment:
         self.pids_file = out_dir / "pids.json"
         self._tc_log = out_dir / "tc_rates.jsonl"
         self._pids: dict[str, int] = {}
+        #: the embedded broker listens on every interface (other machines reach it)
+        self.broker_public = False
+        self.tc_lead_s = TC_LEAD_S
 
     # ---- set-up / tear-down ----------------------------------------------------------------
     def __enter__(self) -> Experiment:
@@ -179,7 +182,7 @@ class Experiment:
         else:
             self.link_note = f"plain loopback, links not shaped ({why})"
         if self.broker_url is None:
-            host = "0.0.0.0" if self.topology is not None else "127.0.0.1"
+            host = "0.0.0.0" if self.topology is not None or self.broker_public else "127.0.0.1"
             self.broker = start_broker(self.broker_kind, host=host)
             self._broker_port = self.broker.port
         self._write_pids()
@@ -231,6 +234,38 @@ class Experiment:
     def _prefix(self, ns: str) -> list[str]:
         return self.topology.exec_prefix(ns) if self.topology is not None else []
 
+    # ---- where a process runs (tools/hosts/experiment.py places them on other machines) --------
+    def _cli(self, name: str) -> list[str]:
+        """The argv prefix that runs ``splitrt`` for process ``name``."""
+        return [*self._prefix(name), *cli_command("--log-level", "INFO")]
+
+    def _bind(self, name: str, ports: dict[str, int]) -> str:
+        return f"tcp://0.0.0.0:{NODE_PORT}" if self.topology is not None else f"tcp://127.0.0.1:{ports[name]}"
+
+    def _path(self, name: str, local: Path) -> str:
+        """``local`` (a file of this run) as process ``name`` sees it."""
+        return str(local)
+
+    def _decider(self, name: str, decider: str) -> str:
+        return decider
+
+    def _tune(self, name: str, config: Any) -> Any:
+        """Process ``name``'s config as its machine runs it (per-host settings)."""
+        return config
+
+    def _security_args(self, name: str) -> list[str]:
+        return []
+
+    def _shaping(self) -> bool:
+        """Whether the links are shaped per slot (`_set_rates` at every boundary)."""
+        return self.topology is not None
+
+    def _prepare_method(self, mdir: Path) -> None:
+        """After the method's input files are written under ``mdir``, before anything starts."""
+
+    def _gather_method(self, mdir: Path, exp: str) -> None:
+        """After the method's processes stopped: its files are in ``mdir``."""
+
     def _node_endpoint(self, cv: str, node: str, ports: dict[str, int]) -> str:
         if self.topology is not None:
             return f"tcp://{self.topology.links[f'{cv}-{node}'].ip_b}:{NODE_PORT}"
@@ -252,6 +287,7 @@ class Experiment:
             cv.trace.write(mdir / "traces" / f"{cv.id}.json")
         setup = controller_setup(plan, work_path)
         setup.write(mdir / "controller_setup.json")
+        self._prepare_method(mdir)
         local_broker = self._broker_for(None)
         publisher = Publisher(local_broker, exp, f"{exp}-orchestrator")
         controller = LyapunovController(setup, plan.work, publish=lambda k, b: publisher.publish(k, b))
@@ -280,7 +316,7 @@ class Experiment:
                 raise SplitrtError(f"the recorder could not subscribe at {local_broker}")
             self._tc_log = mdir / "tc_rates.jsonl"
             self._tc_log.unlink(missing_ok=True)
-            if self.topology is not None:
+            if self._shaping():
                 tc_times.append(self._set_rates(0, self._tc_log))
             epoch = time.time() + START_LEAD_S
             clock = SlotClock(epoch, sc.slot_s)
@@ -299,6 +335,7 @@ class Experiment:
             self._write_pids()
             telemetry = recorder.close()
             publisher.close(flush_s=0.5)
+            self._gather_method(mdir, exp)
         wall_s = time.monotonic() - started
         return self._collect(method, exp, mdir, controller, telemetry, epoch, wall_s, tc_times, cpu)
 
@@ -307,16 +344,14 @@ class Experiment:
     ) -> None:
         """`splitrt serve` for the RSU and every SV, each appended to ``into`` as it starts."""
         plan, sc = self.plan, self.plan.scenario
-        model_dirs = [str(plan.exports / m) for m in sc.types]
         for name, role, factor, capacity in [
             ("rsu", "rsu", plan.rsu_speed_factor, plan.rsu_flops_per_s),
             *[(sv.name, "sv", sv.speed_factor, sv.flops_per_s) for sv in plan.svs],
         ]:
             if self.discipline == "containers":
                 factor = 1.0  # the containers hold every task for work / rate: that is the node's speed
-            bind = f"tcp://0.0.0.0:{NODE_PORT}" if self.topology is not None else f"tcp://127.0.0.1:{ports[name]}"
             node_config = ServerConfig(
-                bind=bind,
+                bind=self._bind(name, ports),
                 role=role,
                 name=name,
                 slot_s=sc.slot_s,
@@ -328,17 +363,17 @@ class Experiment:
                 calibration_runs=1,
                 speed_factor=factor,
                 speed_mode=self.speed_mode,
-                speed_profile_dir=str(plan.profile_dir),
+                speed_profile_dir=self._path(name, plan.profile_dir),
             )
             cmd = [
-                *self._prefix(name),
-                *cli_command("--log-level", "INFO"),
+                *self._cli(name),
                 "serve",
                 "--segments",
-                *model_dirs,
-                *to_argv(node_config),
+                *[self._path(name, plan.exports / m) for m in sc.types],
+                *to_argv(self._tune(name, node_config)),
+                *self._security_args(name),
                 "--work",
-                str(work_path),
+                self._path(name, work_path),
                 "--telemetry",
                 self._broker_for(name),
                 "--experiment",
@@ -346,7 +381,7 @@ class Experiment:
                 "--start-at",
                 "beacon",
                 "--stats",
-                str(mdir / f"{name}.stats.json"),
+                self._path(name, mdir / f"{name}.stats.json"),
             ]
             into.append(self._spawn(name, cmd, logs))
 
@@ -368,7 +403,7 @@ class Experiment:
             vehicle_config = VehicleConfig(
                 edges=tuple(self._node_endpoint(cv.id, node, ports) for node in plan.node_names),
                 vehicle_id=cv.id,
-                decider=decider,
+                decider=self._decider(cv.id, decider),
                 slots=sc.slots,
                 slot_s=sc.slot_s,
                 timeout_s=timeout_s,
@@ -379,22 +414,22 @@ class Experiment:
                 connect_s=60.0,
             )
             cmd = [
-                *self._prefix(cv.id),
-                *cli_command("--log-level", "INFO"),
+                *self._cli(cv.id),
                 "vehicle",
                 "--segments",
-                str(plan.exports / cv.model),
-                *to_argv(vehicle_config),
+                self._path(cv.id, plan.exports / cv.model),
+                *to_argv(self._tune(cv.id, vehicle_config)),
+                *self._security_args(cv.id),
                 "--node-names",
                 ",".join(plan.node_names),
                 "--out",
-                str(mdir / f"{cv.id}.jsonl"),
+                self._path(cv.id, mdir / f"{cv.id}.jsonl"),
                 "--speed-profile",
-                str(plan.profile_dir / cv.model / "profile.json"),
+                self._path(cv.id, plan.profile_dir / cv.model / "profile.json"),
                 "--trace",
-                str(mdir / "traces" / f"{cv.id}.json"),
+                self._path(cv.id, mdir / "traces" / f"{cv.id}.json"),
                 "--work",
-                str(work_path),
+                self._path(cv.id, work_path),
                 "--telemetry",
                 self._broker_for(cv.id),
                 "--experiment",
@@ -402,7 +437,7 @@ class Experiment:
                 "--start-at",
                 "beacon",
                 "--stats",
-                str(mdir / f"{cv.id}.stats.json"),
+                self._path(cv.id, mdir / f"{cv.id}.stats.json"),
             ]
             discard_run(mdir / f"{cv.id}.jsonl")  # a previous run's records and journal would be continued
             into.append(self._spawn(cv.id, cmd, logs))
@@ -486,7 +521,7 @@ class Experiment:
                     self.say(f"fault: {', '.join(cv0_links)} down for slots {t}..{t + span - 1}")
                     blackout = faults.start("link_blackout", ",".join(cv0_links), slot=t, end_slot=t + span)
                     self._set_links_down(cv0_links, True)
-                _sleep_until(boundary - TC_LEAD_S)
+                _sleep_until(boundary - self.tc_lead_s)
                 if t == t_slots:
                     cpu_used = self._cpu_seconds(children) - cpu_start
                 if at.get("crash") == t:
@@ -496,7 +531,7 @@ class Experiment:
                     # the embedded broker is not started again: down until the end of the run
                     broker_down = faults.start("broker_killed", "broker", slot=t, end_slot=t_slots, restarted=False)
                     self.broker.kill()
-                if self.topology is not None and t < t_slots:
+                if self._shaping() and t < t_slots:
                     tc_times.append(self._set_rates(t, self._tc_log))
                 _sleep_until(boundary + 0.2 * sc.slot_s)
                 while emitted < min(t - 1, t_slots - 1):  # slot t - 1's Q(t) is in now

@@ -68,11 +68,19 @@ class SimResult:
 def _env(
     plan: HilPlan, model: str, overheads: Overheads | None, decider: str | None, draw: int = 0, **kw: Any
 ) -> VecEnv:
+    rates = plan.rates_bps if plan.links == "measured" else None  # else the env's own channel model
     if model == "paper":
-        return VecEnv(plan.scenario, n_envs=1, seed=plan.seed, **kw)
+        return VecEnv(plan.scenario, n_envs=1, seed=plan.seed, link_rates_bps=rates, **kw)
     if model == "as-run":
         return AsRunEnv(
-            plan.scenario, n_envs=1, seed=plan.seed, overheads=overheads, decider=decider, jitter_seed=draw, **kw
+            plan.scenario,
+            n_envs=1,
+            seed=plan.seed,
+            overheads=overheads,
+            decider=decider,
+            jitter_seed=draw,
+            link_rates_bps=rates,
+            **kw,
         )
     raise ValueError(f"model must be one of {MODELS}, got {model!r}")
 
