@@ -12,9 +12,9 @@ EXPORTS := exports
 setup: $(STAMP) sysdeps
 
 # System packages the real-process tests use (MQTT broker; nftables/iptables for loss emulation;
-# openssl for the broker's test CA).
+# openssl for the broker's test CA; openssh-server for the multi-host tests' SSH servers).
 # Installed with apt when running as root; otherwise the tests that need them say so and skip.
-SYSPKGS := mosquitto nftables iptables iproute2 openssl
+SYSPKGS := mosquitto nftables iptables iproute2 openssl openssh-server
 sysdeps:
 	@missing=""; for p in $(SYSPKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

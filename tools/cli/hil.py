@@ -10,6 +10,11 @@ profiles measured on this machine) runs in the simulator, and OUT gets summary.j
 and per-slot records, PNG plots and report.md / report.html. The results table is printed at
 the end. Everything started is stopped and every namespace removed, also on Ctrl-C.
 
+--hosts FILE places the processes on other machines over SSH (an inventory TOML, see
+docs/deploy.md): the same run, with each host checked, its files shipped and verified, its clock
+measured, and its records brought back; the links are left as they are and the simulator takes
+the rates the vehicles measured (--links tc shapes them per slot instead, as root on the hosts).
+
 --report-only DIR runs nothing live: it rebuilds the report in DIR from the files an earlier run
 (or a real deployment, in the same layout: tools/hil/rebuild.py) left there, recomputing the
 simulated side.
@@ -86,6 +91,28 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="the as-run model's overheads (OUT/calibration.json of an earlier run; = --set calibration_file=FILE); "
         "default: fitted from this run's own records (in-sample)",
     )
+    p.add_argument(
+        "--hosts",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="run the nodes and vehicles on the machines of this inventory (TOML, docs/deploy.md) over SSH",
+    )
+    p.add_argument(
+        "--max-clock-offset",
+        type=float,
+        default=None,
+        metavar="S",
+        help="--hosts: refuse a host whose clock is further off than this (seconds; default 5%% of the slot)",
+    )
+    p.add_argument("--ignore-clock", action="store_true", help="--hosts: go on when a clock offset is too large")
+    p.add_argument(
+        "--links",
+        choices=["measured", "tc"],
+        default=None,
+        help="--hosts: measured (default: links as they are, the simulator takes the rates the vehicles measured) "
+        "or tc (root on every host: the channel model's rate per slot shaped on the hosts' interfaces)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--report-only",
@@ -135,7 +162,19 @@ def main(args: argparse.Namespace) -> int:
         load_calibration(args.calibration or base.calibration_file)  # a bad file stops us before anything runs
     policies = _policies(args.policy)
     if args.report_only is not None:
+        if args.hosts is not None:
+            raise SplitrtError("--hosts runs live; --report-only rebuilds a report: not both")
         return _report_only(args, base, policies)
+    inventory = None
+    if args.hosts is not None:
+        from splitrt.tools.hosts.inventory import check_roles, load_inventory
+
+        inventory = load_inventory(args.hosts)  # a bad inventory stops us before anything runs
+        check_roles(
+            inventory, ["rsu", *[f"sv{j + 1}" for j in range(base.n_svs)], *[f"cv{i}" for i in range(base.n_cvs)]]
+        )
+    elif args.max_clock_offset is not None or args.ignore_clock or args.links is not None:
+        raise SplitrtError("--max-clock-offset/--ignore-clock/--links go with --hosts")
     methods = [m.strip() for m in (args.methods or DEFAULT_METHODS).split(",") if m.strip()]
     if not methods:
         raise SplitrtError("--methods names no method")
@@ -191,20 +230,34 @@ def main(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, terminate)
-    summary, lives, sims, reps = [], {}, {}, {}
-    try:
-        with Experiment(
+    summary, lives, sims, reps, sim_plans = [], {}, {}, {}, {}
+    hosts_rows = None
+    common = dict(
+        broker_url=args.broker,
+        broker_kind=args.broker_kind,
+        say=_say,
+        progress=not args.no_progress,
+        faults=faults,
+        speed_mode=args.speed_mode,
+        discipline=args.discipline,
+    )
+    if inventory is not None:
+        from splitrt.tools.hosts.experiment import HostsExperiment
+
+        experiment = HostsExperiment(
             plan,
             out,
-            broker_url=args.broker,
-            netns=not args.no_netns,
-            broker_kind=args.broker_kind,
-            say=_say,
-            progress=not args.no_progress,
-            faults=faults,
-            speed_mode=args.speed_mode,
-            discipline=args.discipline,
-        ) as exp:
+            inventory,
+            policies=[Path(o["policy"]) for _, o in chosen.values() if "policy" in o],
+            max_clock_offset_s=args.max_clock_offset,
+            ignore_clock=args.ignore_clock,
+            links=args.links or "measured",
+            **common,
+        )
+    else:
+        experiment = Experiment(plan, out, netns=not args.no_netns, **common)
+    try:
+        with experiment as exp:
             _say(f"links: {exp.link_note}; broker: {args.broker or exp.broker.kind + ' (embedded)'}")
             broker_text = args.broker or f"embedded {exp.broker.kind} broker"
             link_note = exp.link_note
@@ -228,13 +281,21 @@ def main(args: argparse.Namespace) -> int:
                 )
                 live = exp.run(m, decider)
                 _say(f"[{k + 1}/{len(chosen)}] {m}: simulating the same scenario")
-                sims[m], reps[m], record = report.compare(plan, live, options)
+                sim_plans[m] = plan
+                if exp.link_emulation == "measured":  # real hosts: the simulator takes the measured rates
+                    from splitrt.tools.hosts.links import measured_plan
+
+                    sim_plans[m] = measured_plan(plan, live.records)
+                sims[m], reps[m], record = report.compare(sim_plans[m], live, options)
                 lives[m] = live
                 summary.append(record)
                 report.write_summary(summary, out)
+            if inventory is not None:
+                exp._write_hosts()
+                hosts_rows = exp.hosts_rows()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    _as_run(plan, summary, lives, {m: o for m, (_, o) in chosen.items()}, out, args.calibration)
+    _as_run(plan, summary, lives, {m: o for m, (_, o) in chosen.items()}, out, args.calibration, sim_plans)
     _finish(
         plan,
         summary,
@@ -247,6 +308,7 @@ def main(args: argparse.Namespace) -> int:
         warnings,
         skipped,
         title=f"--preset {args.preset}",
+        hosts=hosts_rows,
     )
     return 0
 
@@ -300,13 +362,19 @@ def _report_only(args: argparse.Namespace, base, policies: dict[str, Path]) -> i
     out = args.report_only
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     run = load_run(out, base=base, seed=args.seed, methods=methods, policies=policies)
-    summary, sims, reps = [], {}, {}
+    hosts = _read_hosts(out)
+    summary, sims, reps, plans = [], {}, {}, {}
     for m, live in run.lives.items():
         _say(f"{m}: {len(live.records)} task records from {live.out_dir}; simulating the same scenario")
-        sims[m], reps[m], record = report.compare(run.plan, live, run.options[m])
+        plans[m] = run.plan
+        if live.link_emulation == "measured":  # a multi-host run on unshaped links: the measured rates
+            from splitrt.tools.hosts.links import measured_plan
+
+            plans[m] = measured_plan(run.plan, live.records)
+        sims[m], reps[m], record = report.compare(plans[m], live, run.options[m])
         summary.append(carry_over(record, run.previous.get(m)))
     report.write_summary(summary, out)
-    _as_run(run.plan, summary, run.lives, run.options, out, args.calibration)
+    _as_run(run.plan, summary, run.lives, run.options, out, args.calibration, plans)
     _finish(
         run.plan,
         summary,
@@ -320,11 +388,27 @@ def _report_only(args: argparse.Namespace, base, policies: dict[str, Path]) -> i
         run.skipped,
         title=f"--report-only {out}",
         source=f"{out} (report rebuilt from files; nothing ran live)",
+        hosts=hosts,
     )
     return 0
 
 
-def _as_run(plan, summary, lives, options, out: Path, calibration: Path | None) -> None:
+def _read_hosts(out: Path):
+    """The hosts rows of a multi-host run's OUT/hosts.json (None for a one-machine run)."""
+    import json
+
+    from splitrt.edge_runtime.errors import SplitrtError
+
+    path = out / "hosts.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())["hosts"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SplitrtError(f"{path}: not a hosts file of a multi-host run ({exc})") from None
+
+
+def _as_run(plan, summary, lives, options, out: Path, calibration: Path | None, plans=None) -> None:
     """The as-run model's columns of every method's record (summary.json rewritten), and this
     run's own calibration (OUT/calibration.json, fitted from its records). The overheads are
     ``calibration`` or the scenario's calibration_file when given, else this run's own fit."""
@@ -337,7 +421,7 @@ def _as_run(plan, summary, lives, options, out: Path, calibration: Path | None) 
     given = calibration or (Path(plan.scenario.calibration_file) if plan.scenario.calibration_file else None)
     overheads = load_calibration(given) if given is not None else None  # before the own fit overwrites it
     try:
-        fitted, path = write_calibration(own, plan, list(lives.values()), str(out))
+        fitted, path = write_calibration(own, plan, list(lives.values()), str(out), plans)
     except SplitrtError as exc:
         if overheads is None:
             _say(f"no as-run model: {exc}")
@@ -351,12 +435,14 @@ def _as_run(plan, summary, lives, options, out: Path, calibration: Path | None) 
     for record in summary:
         m = record["method"]
         _say(f"{m}: the as-run model of the same scenario")
-        *_, keys = report.compare_as_run(plan, lives[m], options.get(m), overheads, note)
+        *_, keys = report.compare_as_run((plans or {}).get(m, plan), lives[m], options.get(m), overheads, note)
         record.update(keys)
     report.write_summary(summary, out)
 
 
-def _finish(plan, summary, lives, sims, reps, out, link_note, broker, warnings, skipped, *, title, source=""):
+def _finish(
+    plan, summary, lives, sims, reps, out, link_note, broker, warnings, skipped, *, title, source="", hosts=None
+):
     """Plots, report.md / report.html and the results table (both paths)."""
     from splitrt.tools.hil import report
 
@@ -371,6 +457,7 @@ def _finish(plan, summary, lives, sims, reps, out, link_note, broker, warnings, 
         warnings=warnings,
         skipped=skipped,
         source=source,
+        hosts=hosts,
     )
     print(f"splitrt hil {title}: links {summary[0]['link_emulation']} ({link_note})")
     print(report.text_table(report.results_rows(summary)))

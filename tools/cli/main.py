@@ -29,6 +29,7 @@ VERBS = {
     "keys": "keys",
     "hil": "hil",
     "record": "record",
+    "doctor": "doctor",
 }
 
 
