@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import zmq
 
+from splitrt.edge_runtime.compute.profile import measure
+from splitrt.edge_runtime.formats.manifest import Manifest
 from splitrt.edge_runtime.lifecycle import wait_ready
 from splitrt.edge_runtime.link.wire import Header, pack, unpack
 
@@ -186,3 +188,35 @@ def request_state(endpoint: str, timeout_ms: int = 10_000) -> dict:
 def small_models(exports) -> dict[str, Path]:
     """Three small DNN types for real-process runs (exports shared with tests/)."""
     return {name: exports.get(name).directory for name in ("resnet18", "alexnet", "mobilenet_v2")}
+
+
+#: The two models of the small live runs (`splitrt hil` tests).
+HIL_MODELS = ("resnet18", "mobilenet_v2")
+
+
+@pytest.fixture(scope="session")
+def hil_exports(exports, tmp_path_factory) -> Path:
+    """The session's exports of the two models, linked into a directory of their own with a quick
+    profile (runs with --keep-profiles; the demo profiles properly)."""
+    root = tmp_path_factory.mktemp("hil_exports")
+    for model in HIL_MODELS:
+        src = exports.get(model).directory
+        dst = root / model
+        dst.mkdir()
+        for f in src.iterdir():
+            if f.suffix == ".onnx":
+                (dst / f.name).symlink_to(f)
+        (dst / "manifest.json").write_text((src / "manifest.json").read_text())
+        prof = measure(Manifest.load(dst), threads=1, runs=3, warmup=1)
+        (dst / "profile.json").write_text(json.dumps(prof))
+    return root
+
+
+def finish(proc: subprocess.Popen, timeout_s: float = 300) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"splitrt hil still running after {timeout_s} s:\n{err[-3000:]}") from None
+    return proc.returncode, out, err

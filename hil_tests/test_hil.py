@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splitrt.edge_runtime.compute.profile import measure
+from hil_tests.conftest import HIL_MODELS, finish
 from splitrt.edge_runtime.formats.manifest import Manifest
 from splitrt.edge_runtime.formats.records import read_jsonl
 from splitrt.policy.sim.asrun import load_calibration
@@ -24,28 +24,9 @@ from splitrt.tools.hil.broker import sweep_stale_brokers
 from splitrt.tools.hil.report import measured_components
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("resnet18", "mobilenet_v2")
 #: A small demo: 2 CVs (ResNet18, MobileNetV2), 1 SV, the preset's slot on this machine.
 SCENARIO = ["--preset", "demo", "--set", "models=resnet18,mobilenet_v2", "--set", "n_cvs=2", "--set", "n_svs=1"]
 NETNS, NETNS_WHY = linkem.availability()
-
-
-@pytest.fixture(scope="module")
-def hil_exports(exports, tmp_path_factory) -> Path:
-    """The session's exports of the two models, linked into a directory of their own with a quick
-    profile (runs with --keep-profiles; the demo profiles properly)."""
-    root = tmp_path_factory.mktemp("hil_exports")
-    for model in MODELS:
-        src = exports.get(model).directory
-        dst = root / model
-        dst.mkdir()
-        for f in src.iterdir():
-            if f.suffix == ".onnx":
-                (dst / f.name).symlink_to(f)
-        (dst / "manifest.json").write_text((src / "manifest.json").read_text())
-        prof = measure(Manifest.load(dst), threads=1, runs=3, warmup=1)
-        (dst / "profile.json").write_text(json.dumps(prof))
-    return root
 
 
 def _default_sigint() -> None:
@@ -66,16 +47,6 @@ def hil(out: Path, exports: Path, *extra: str, env: dict[str, str] | None = None
         start_new_session=True,
         preexec_fn=_default_sigint,
     )
-
-
-def finish(proc: subprocess.Popen, timeout_s: float = 300) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"splitrt hil still running after {timeout_s} s:\n{err[-3000:]}") from None
-    return proc.returncode, out, err
 
 
 def assert_nothing_left(out: Path) -> None:
@@ -138,7 +109,7 @@ def test_a_toy_baseline_added_as_a_plug_in_runs_live(hil_exports, tmp_path):
     assert [s["method"] for s in summary] == ["toy"]
     remote = [r for r in read_jsonl(out / "toy" / "records.jsonl") if r["outcome"] == "remote"]
     assert remote
-    cuts = {m: middle_cut(Manifest.load(hil_exports / m).n_cuts) for m in MODELS}
+    cuts = {m: middle_cut(Manifest.load(hil_exports / m).n_cuts) for m in HIL_MODELS}
     for r in remote:
         assert (r["cut"], r["node"]) == (cuts[r["model"]], 0), r
     assert read_jsonl(out / "toy" / "sim_tasks.jsonl")  # the simulator ran its form on the same episode
