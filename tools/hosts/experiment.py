@@ -201,8 +201,10 @@ class HostsExperiment(Experiment):
         super().start()
         started = time.perf_counter()
         self._ship_static()
-        self._make_keys()
         self.ship_s = time.perf_counter() - started
+        started = time.perf_counter()
+        self._make_keys()
+        self.keys_s = time.perf_counter() - started
         if self.links == "tc":
             self._start_shaping()
             self.link_note = (
@@ -544,7 +546,8 @@ class HostsExperiment(Experiment):
             "run_id": self.run_id,
             "max_clock_offset_s": self.max_clock_offset_s,
             "clock_spread_s": getattr(self, "clock_spread_s", None),
-            "setup_ship_s": getattr(self, "ship_s", None),
+            "setup_ship_s": getattr(self, "ship_s", None),  # the static files, every host (one after another)
+            "setup_keys_s": getattr(self, "keys_s", None),  # the CURVE key pairs made on the hosts
             "hosts": self.hosts_rows(),
         }
         (self.out_dir / "hosts.json").write_text(json.dumps(data, indent=1) + "\n")
