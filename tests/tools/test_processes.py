@@ -59,8 +59,8 @@ HARNESS = textwrap.dedent(
     from splitrt.tools.processes import Child, exit_on_sigterm
     exit_on_sigterm()
     child = Child("sleeper", [sys.executable, "-c", "import time; time.sleep(300)"], Path(sys.argv[1]))
-    print(child.pid, flush=True)
-    try:
+    try:  # the pid is printed inside the try: a signal right after it still runs the finally
+        print(child.pid, flush=True)
         time.sleep(300)
     finally:
         child.terminate(grace_s=10)
