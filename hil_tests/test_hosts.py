@@ -245,6 +245,40 @@ def test_a_host_killed_mid_run_has_every_task_accounted_and_the_others_go_on(hos
     assert_clean(hosts)
 
 
+@pytest.mark.timeout(900)
+def test_a_node_host_killed_mid_run_makes_its_tasks_fall_back_and_the_run_goes_on(hosts, inventory, hil_exports, tmp_path):
+    out = tmp_path / "run"
+    slots = 12
+    proc = hil(out, hil_exports, inventory, "--methods", "offload", "--slots", str(slots))
+    try:
+        wait_tasks(out, "offload", 4, proc)
+        hosts.kill("h-rsu")  # the RSU's host: its sshd and its node
+        code, _, stderr = finish(proc, 600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        hosts.restart("h-rsu")
+    assert code == 0, stderr[-4000:]
+    [s] = json.loads((out / "summary.json").read_text())
+    records = read_jsonl(out / "offload" / "records.jsonl")
+    # every task of both vehicles has exactly one record; those the RSU did not answer ran the
+    # tail on the vehicle (fallback, with the reason) instead of being lost
+    assert sorted(r["task_id"] for r in records) == sorted(f"cv{i}-{k}" for i in (0, 1) for k in range(slots))
+    outcomes = {r["outcome"] for r in records}
+    assert outcomes <= {"remote", "fallback"} and "fallback" in outcomes, outcomes
+    assert all(r["reason"] for r in records if r["outcome"] == "fallback")
+    assert s["tasks_generated"] == s["tasks_completed"] == 2 * slots and s["tasks_failed"] == 0
+    faults = [json.loads(x) for x in (out / "offload" / "faults.jsonl").read_text().splitlines()]
+    assert any(f["kind"] == "host_lost" and f["target"] == "h-rsu" for f in faults)
+    hosts_file = json.loads((out / "hosts.json").read_text())
+    assert [h["host"] for h in hosts_file["hosts"] if h["lost_unix_s"] is not None] == ["h-rsu"]
+    assert hosts.leftovers() == {}
+    assert set(run_dirs(hosts)) <= {"h-rsu"}
+    code, _, stderr = finish(hil(tmp_path / "next", hil_exports, inventory, "--methods", "local", "--slots", "1"), 600)
+    assert code == 0, stderr[-3000:]
+    assert_clean(hosts)
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
 def test_stopping_the_orchestrator_stops_every_remote_process(hosts, inventory, hil_exports, tmp_path, sig):
