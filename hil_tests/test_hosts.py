@@ -246,7 +246,9 @@ def test_a_host_killed_mid_run_has_every_task_accounted_and_the_others_go_on(hos
 
 
 @pytest.mark.timeout(900)
-def test_a_node_host_killed_mid_run_makes_its_tasks_fall_back_and_the_run_goes_on(hosts, inventory, hil_exports, tmp_path):
+def test_a_node_host_killed_mid_run_makes_its_tasks_fall_back_and_the_run_goes_on(
+    hosts, inventory, hil_exports, tmp_path
+):
     out = tmp_path / "run"
     slots = 12
     proc = hil(out, hil_exports, inventory, "--methods", "offload", "--slots", str(slots))

@@ -13,8 +13,10 @@ branch output) live beside the running tensor, so they are never valid.
 Granularity:
 - ``op``: every valid position.
 - ``layer`` (default; the paper's notion): only valid positions directly before a "layer" node
-  (Conv, ConvTranspose, Gemm, MatMul, pooling). Activations, normalisations, flatten/reshape and
-  dropout that follow a layer therefore stay in that layer's segment.
+  (Conv, ConvTranspose, Gemm, MatMul, pooling) or a LayerNormalization, the first op of every
+  pre-norm transformer block (ViT, Swin), whose blocks would otherwise have no cut between them.
+  Activations, normalisations, flatten/reshape and dropout that follow a layer therefore stay in
+  that layer's segment.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ LAYER_OPS = frozenset(
         "GlobalMaxPool",
     ]
 )
+#: Where a ``layer`` cut may lie: directly before one of these.
+CUT_BEFORE = LAYER_OPS | {"LayerNormalization"}
 GRANULARITIES = ("layer", "op")
 
 
@@ -85,7 +89,7 @@ class GraphAnalysis:
         if granularity == "op":
             chosen = valid
         else:
-            chosen = [p for p in valid if p in (0, m) or self.nodes[p].op_type in LAYER_OPS]
+            chosen = [p for p in valid if p in (0, m) or self.nodes[p].op_type in CUT_BEFORE]
         chosen = sorted(set(chosen) | {0, m})
         # A segment of only zero-cost nodes between two cuts would be an empty "layer": it can
         # only appear at op granularity and is harmless there, so nothing is removed.

@@ -6,6 +6,7 @@
 | ConvTranspose | 2 * prod(in_spatial) * C_in/groups * prod(kernel) * C_out * N | eq (6) form |
 | Gemm | rows * (2 * U_in - 1) * U_out (bias not counted) | eq (6) |
 | MatMul | batch * M * (2 * K - 1) * N | eq (6) form |
+| Einsum | prod(out) * (2 * K - 1), K = product of the summed-over indices' sizes (one operand: prod(in)) | MatMul's form |
 | MaxPool, AveragePool | prod(kernel) per output element | one compare/add per window cell |
 | GlobalAveragePool/MaxPool, Reduce* | 1 per input element | |
 | BatchNormalization | 2 per element (scale and shift, eval mode) | |
@@ -177,6 +178,8 @@ def node_flops(node: onnx.NodeProto, shape_of: Callable[[str], Shape]) -> tuple[
         out = shape_of(node.output[0])
         k = a[-1]
         return _n(out) * (2 * k - 1), True
+    if op == "Einsum":
+        return _einsum_flops(str(_attr(node, "equation", b"")), [shape_of(i) for i in inputs], out_elems()), True
     if op in ("MaxPool", "AveragePool", "LpPool"):
         kernel = _attr(node, "kernel_shape", [1])
         return out_elems() * _n(tuple(kernel)), True
@@ -195,3 +198,28 @@ def node_flops(node: onnx.NodeProto, shape_of: Callable[[str], Shape]) -> tuple[
     if op in ZERO_COST:
         return 0, True
     return out_elems(), False
+
+
+def _einsum_flops(equation: str | bytes, shapes: list[Shape], out_elems: int) -> int:
+    """Einsum as a contraction: each output element sums K products (K = the product of the sizes
+    of the indices that appear in the operands but not in the output), as MatMul is counted."""
+    eq = (equation.decode() if isinstance(equation, bytes) else equation).replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if not _:  # implicit output: the indices that appear once, in alphabetical order
+        letters = "".join(terms).replace(".", "")
+        rhs = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    sizes: dict[str, int] = {}
+    for term, shape in zip(terms, shapes, strict=False):
+        named = term.replace("...", "")
+        offset = len(shape) - len(named) if "..." in term else 0
+        before = term.index("...") if "..." in term else len(term)
+        for k, c in enumerate(named):
+            dim = k if k < before else k + offset
+            if dim < len(shape):
+                sizes[c] = max(sizes.get(c, 1), int(shape[dim]))
+    summed = [c for c in sizes if c not in rhs]
+    k = int(np.prod([sizes[c] for c in summed], dtype=np.int64)) if summed else 1
+    if len(terms) == 1:
+        return _n(shapes[0]) if shapes else out_elems
+    return out_elems * (2 * k - 1)

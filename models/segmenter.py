@@ -53,9 +53,14 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     return model
 
 
-def make_static(model: onnx.ModelProto, input_shape: Sequence[int] | None = None) -> onnx.ModelProto:
+def make_static(
+    model: onnx.ModelProto, input_shape: Sequence[int] | None = None
+) -> tuple[onnx.ModelProto, dict[str, int]]:
     """Give the single input a static shape: ``input_shape`` if given, else batch 1 for a symbolic
-    leading dim. Any other symbolic dim is an error that asks for ``--input-shape``."""
+    leading dim. Any other symbolic dim is an error that asks for ``--input-shape``.
+
+    Returns (the model, {dim: value} for every dim that was not a fixed number before, named by
+    its symbol when it had one, else by its position, e.g. ``{"batch_size": 1, "height": 256}``)."""
     model = _copy(model)
     init = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in init]
@@ -63,19 +68,30 @@ def make_static(model: onnx.ModelProto, input_shape: Sequence[int] | None = None
         analyse(model)  # raises the "several inputs" error with names
     dims = inputs[0].type.tensor_type.shape.dim
     current = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+    names = [d.dim_param if d.HasField("dim_param") and d.dim_param else f"dim {k}" for k, d in enumerate(dims)]
     if input_shape is not None:
         if len(input_shape) != len(dims):
             raise SplitrtError(
                 f"--input-shape {list(input_shape)} has {len(input_shape)} dims; input "
                 f"{inputs[0].name!r} has {len(dims)}"
             )
+        clash = [
+            (k, c, v) for k, (c, v) in enumerate(zip(current, input_shape, strict=True)) if c is not None and c != v
+        ]
+        if clash:
+            k, c, v = clash[0]
+            raise SplitrtError(
+                f"--input-shape {list(input_shape)}: dim {k} of input {inputs[0].name!r} is fixed at {c} in the model, not {v}"
+            )
         new = list(input_shape)
     else:
         new = [1 if (i == 0 and d is None) else d for i, d in enumerate(current)]
         if any(d is None for d in new):
+            shown = [c if c is not None else names[k] for k, c in enumerate(current)]
             raise SplitrtError(
-                f"input {inputs[0].name!r} has symbolic dims {current}; pass --input-shape (e.g. 1,3,224,224)"
+                f"input {inputs[0].name!r} has symbolic dims {shown}; pass --input-shape (e.g. 1,3,224,224)"
             )
+    fixed = {names[k]: int(v) for k, (c, v) in enumerate(zip(current, new, strict=True)) if c is None}
     for d, v in zip(dims, new, strict=True):
         d.Clear()
         d.dim_value = int(v)
@@ -83,7 +99,7 @@ def make_static(model: onnx.ModelProto, input_shape: Sequence[int] | None = None
     del model.graph.value_info[:]
     for out in model.graph.output:
         out.type.tensor_type.ClearField("shape")
-    return model
+    return model, fixed
 
 
 def weightless(model: onnx.ModelProto, keep_bytes: int = 4096) -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
@@ -137,6 +153,94 @@ def infer_shapes(model: onnx.ModelProto) -> dict[str, tuple[tuple[int, ...], int
     return table
 
 
+@dataclass(frozen=True)
+class RunTable:
+    """What one real run of the whole model saw: every node output's shape and element type, and
+    the values of the shape computations (outputs of ``Shape`` and ``Size`` nodes)."""
+
+    shapes: dict[str, tuple[tuple[int, ...], int]]
+    shape_values: dict[str, np.ndarray]
+
+
+def run_shapes(model: onnx.ModelProto, *, seed: int = 0) -> RunTable:
+    """Run ``model`` (static input shape) once with ONNX Runtime, every node output made a graph
+    output, no graph optimisation (so every stored tensor exists as stored), and record what came out.
+
+    This is the ground truth for every tensor's shape, whatever ONNX shape inference leaves
+    symbolic (reshapes whose target is computed at run time from ``Shape``/``Gather``/``Concat``)."""
+    light, moved = weightless(model)
+    outputs = {o.name for o in light.graph.output}
+    names = [o for n in light.graph.node for o in n.output if o and o not in outputs]
+    for name in names:
+        vi = onnx.ValueInfoProto()
+        vi.name = name  # untyped: ONNX Runtime takes the type from the graph
+        light.graph.output.append(vi)
+    opts = session_options(1)
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        sess = ort.InferenceSession(light.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise SplitrtError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0]}") from None
+    init = {t.name for t in moved}
+    real = [i for i in sess.get_inputs() if i.name not in init]
+    if len(real) != 1:
+        analyse(model)  # the "several inputs" error, with names
+    spec = real[0]
+    dtype = _ORT_TYPES.get(spec.type)
+    if dtype is None:
+        raise SplitrtError(f"input {spec.name!r} has type {spec.type}: splitrt feeds numeric tensors only")
+    feeds = {t.name: numpy_helper.to_array(t) for t in moved}
+    feeds[spec.name] = sample_input(TensorSpec(spec.name, tuple(spec.shape), dtype), seed)
+    wanted = [o.name for o in sess.get_outputs()]
+    try:
+        values = sess.run(wanted, feeds)
+    except Exception as exc:
+        raise SplitrtError(f"the model does not run on its input shape: {str(exc).strip().splitlines()[0]}") from None
+    shapes: dict[str, tuple[tuple[int, ...], int]] = {
+        spec.name: (tuple(spec.shape), helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+    }
+    for name, v in zip(wanted, values, strict=True):
+        if isinstance(v, np.ndarray):
+            shapes[name] = (tuple(int(d) for d in v.shape), helper.np_dtype_to_tensor_dtype(v.dtype))
+    shape_ops = {o for n in model.graph.node if n.op_type in ("Shape", "Size") for o in n.output if o}
+    kept = {n: np.asarray(v) for n, v in zip(wanted, values, strict=True) if n in shape_ops}
+    return RunTable(shapes, kept)
+
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def fold_shapes(model: onnx.ModelProto, run: RunTable) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` whose ``Shape`` and ``Size`` nodes are Constant nodes holding the values
+    the real run gave them (exact: the input shape is static). The arithmetic on them then depends
+    on constants only, so cut discovery treats it as constant (each segment carries its copy) and
+    it no longer keeps an early tensor live across later positions. Returns (model, nodes folded)."""
+    out = _copy(model)
+    folded = 0
+    for i, node in enumerate(out.graph.node):
+        if node.op_type in ("Shape", "Size") and node.output[0] in run.shape_values:
+            value = run.shape_values[node.output[0]]
+            const = helper.make_node(
+                "Constant",
+                [],
+                [node.output[0]],
+                name=(node.name or node.op_type) + "_folded",
+                value=numpy_helper.from_array(value.astype(np.int64), node.output[0]),
+            )
+            out.graph.node[i].CopyFrom(const)
+            folded += 1
+    return out, folded
+
+
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -186,16 +290,37 @@ def segment_model(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = make_static(model, input_shape)
+    model, fixed = make_static(model, input_shape)
+    if fixed:
+        log.info("%s: fixed the input's dims %s", name, ", ".join(f"{k} = {v}" for k, v in fixed.items()))
     _strip_doc(model)
+    reference = model  # parity is checked against the model before folding
+    run = run_shapes(model, seed=parity_seed)
+    model, folded = fold_shapes(model, run)
     an = analyse(model)
-    shapes = infer_shapes(model)
+    try:
+        shapes = infer_shapes(model)
+    except SplitrtError as exc:  # the run below has every tensor; inference only cross-checks it
+        log.info("%s; taking every shape from the real run", exc)
+        shapes = {}
+    for t, (dims, elem) in run.shapes.items():
+        if t in shapes and shapes[t][0] != dims:
+            raise SplitrtError(
+                f"tensor {t!r}: ONNX shape inference says {list(shapes[t][0])}, the run gave {list(dims)}"
+            )
+        shapes.setdefault(t, (dims, elem))
+    for init in model.graph.initializer:
+        shapes.setdefault(init.name, (tuple(init.dims), init.data_type))
     positions = an.cut_positions(granularity)
+    if len(positions) <= 2:
+        _no_cut(an, name, granularity)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
     def shape_of(t: str) -> tuple[int, ...]:
         if t not in shapes:
-            raise SplitrtError(f"ONNX shape inference left tensor {t!r} without a static shape")
+            raise SplitrtError(
+                f"tensor {t!r} has no static shape (neither ONNX shape inference nor a run of the model gave one)"
+            )
         return shapes[t][0]
 
     # FLOPs per non-constant node, then per segment.
@@ -286,7 +411,12 @@ def segment_model(
     out_shape, out_elem = shape_of(an.output_name), shapes[an.output_name][1]
     manifest = Manifest(
         model=name,
-        source={**source, "uncounted_ops": sorted(uncounted)},
+        source={
+            **source,
+            "uncounted_ops": sorted(uncounted),
+            **({"shape_ops_folded": folded} if folded else {}),
+            **({"fixed_input_dims": fixed} if fixed else {}),
+        },
         granularity=granularity,
         input=TensorSpec(an.input_name, in_shape, _np_dtype(in_elem)),
         output=TensorSpec(an.output_name, out_shape, _np_dtype(out_elem)),
@@ -296,9 +426,27 @@ def segment_model(
         opset=opset,
         directory=out,
     )
-    report = verify_parity(manifest, model, seed=parity_seed)
+    report = verify_parity(manifest, reference, seed=parity_seed)
     manifest.write(out)
     return Manifest.load(out), report
+
+
+def _no_cut(an, name: str, granularity: str) -> None:
+    """Refuse a model with no cut between its input and its output, saying why."""
+    inner = an.live_count[1:-1]
+    if granularity == "layer" and len(an.valid_positions()) > 2:
+        raise SplitrtError(
+            f"{name}: no cut directly before a layer (conv, pool, fc, matmul, layer norm) carries a single "
+            f"tensor; {len(an.valid_positions()) - 2} other positions do: use --granularity op"
+        )
+    if not inner.size:
+        raise SplitrtError(f"{name} has a single operation: there is nothing between its input and output to cut")
+    least = int(inner.min())
+    raise SplitrtError(
+        f"{name} cannot be split: no point between its input and its output is crossed by a single tensor "
+        f"(at least {least} tensors cross every one of the {inner.size} positions), so the only cuts are the "
+        "input (all remote) and the output (all local)"
+    )
 
 
 def sample_input(spec: TensorSpec, seed: int = 0) -> np.ndarray:

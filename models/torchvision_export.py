@@ -10,6 +10,7 @@ flip back to training during export: ANCHORS.md).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import warnings
@@ -97,7 +98,7 @@ def export_onnx(model, input_shape: tuple[int, ...], opset: int = DEFAULT_OPSET)
 
     buf = io.BytesIO()
     dummy = torch.zeros(input_shape)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _no_mha_fastpath():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
@@ -110,6 +111,25 @@ def export_onnx(model, input_shape: tuple[int, ...], opset: int = DEFAULT_OPSET)
             do_constant_folding=True,
         )
     return onnx.load_from_string(buf.getvalue())
+
+
+@contextlib.contextmanager
+def _no_mha_fastpath():
+    """Without autograd, ``nn.MultiheadAttention`` (ViT, ...) takes a fused fast path,
+    ``aten::_native_multi_head_attention``, that has no ONNX export; the plain path computes the
+    same attention from exportable ops."""
+    import torch
+
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
 
 
 def export_torchvision(

@@ -96,6 +96,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _report(manifest, parity, seconds: float) -> None:
+    fixed = manifest.source.get("fixed_input_dims")
+    if fixed:
+        print(
+            f"{manifest.model}: the input's free dims were fixed: {', '.join(f'{k} = {v}' for k, v in fixed.items())}"
+        )
     print(
         f"{manifest.model}: {manifest.n_segments} segments, {manifest.n_cuts} cuts, "
         f"{manifest.total_flops / 1e9:.2f} GFLOPs, parity {parity.max_rel_err:.1e} of output scale, "
