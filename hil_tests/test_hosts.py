@@ -209,19 +209,26 @@ def test_a_four_host_run_completes_with_exact_accounting_and_the_one_machine_dec
     assert_clean(hosts)
 
 
-@pytest.mark.timeout(900)
-def test_a_host_killed_mid_run_has_every_task_accounted_and_the_others_go_on(hosts, inventory, hil_exports, tmp_path):
-    out = tmp_path / "run"
-    slots = 12
-    proc = hil(out, hil_exports, inventory, "--methods", "offload", "--slots", str(slots))
+def run_and_kill(hosts, out: Path, exports: Path, inventory: Path, host: str, slots: int) -> tuple[int, str]:
+    """An offload run of ``slots`` slots whose ``host`` is killed (sshd and processes) after 4
+    tasks; the host is restarted afterwards. Returns (exit status, stderr)."""
+    proc = hil(out, exports, inventory, "--methods", "offload", "--slots", str(slots))
     try:
         wait_tasks(out, "offload", 4, proc)
-        hosts.kill("h-cv1")  # its sshd and its vehicle: the host is gone
+        hosts.kill(host)
         code, _, stderr = finish(proc, 600)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        hosts.restart("h-cv1")
+        hosts.restart(host)
+    return code, stderr
+
+
+@pytest.mark.timeout(900)
+def test_a_host_killed_mid_run_has_every_task_accounted_and_the_others_go_on(hosts, inventory, hil_exports, tmp_path):
+    out = tmp_path / "run"
+    slots = 12
+    code, stderr = run_and_kill(hosts, out, hil_exports, inventory, "h-cv1", slots)
     assert code == 0, stderr[-4000:]
     [s] = json.loads((out / "summary.json").read_text())
     records = read_jsonl(out / "offload" / "records.jsonl")
@@ -251,15 +258,7 @@ def test_a_node_host_killed_mid_run_makes_its_tasks_fall_back_and_the_run_goes_o
 ):
     out = tmp_path / "run"
     slots = 12
-    proc = hil(out, hil_exports, inventory, "--methods", "offload", "--slots", str(slots))
-    try:
-        wait_tasks(out, "offload", 4, proc)
-        hosts.kill("h-rsu")  # the RSU's host: its sshd and its node
-        code, _, stderr = finish(proc, 600)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        hosts.restart("h-rsu")
+    code, stderr = run_and_kill(hosts, out, hil_exports, inventory, "h-rsu", slots)
     assert code == 0, stderr[-4000:]
     [s] = json.loads((out / "summary.json").read_text())
     records = read_jsonl(out / "offload" / "records.jsonl")

@@ -155,23 +155,25 @@ def infer_shapes(model: onnx.ModelProto) -> dict[str, tuple[tuple[int, ...], int
 
 @dataclass(frozen=True)
 class RunTable:
-    """What one real run of the whole model saw: every node output's shape and element type, and
-    the values of the shape computations (outputs of ``Shape`` and ``Size`` nodes)."""
+    """What one real run of the whole model saw: every node output's shape, element type and value.
+
+    ``values`` hold every tensor of the run (the values of the cut tensors are the parity reference
+    of `verify_parity`; the values of ``Shape`` / ``Size`` outputs are what `fold_shapes` folds)."""
 
     shapes: dict[str, tuple[tuple[int, ...], int]]
-    shape_values: dict[str, np.ndarray]
+    values: dict[str, np.ndarray]
 
 
 def run_shapes(model: onnx.ModelProto, *, seed: int = 0) -> RunTable:
-    """Run ``model`` (static input shape) once with ONNX Runtime, every node output made a graph
-    output, no graph optimisation (so every stored tensor exists as stored), and record what came out.
+    """Run ``model`` (its single input static, `make_static`) once with ONNX Runtime on
+    `sample_input`, every node output made a graph output, no graph optimisation (so every stored
+    tensor exists as stored), and record what came out.
 
     This is the ground truth for every tensor's shape, whatever ONNX shape inference leaves
     symbolic (reshapes whose target is computed at run time from ``Shape``/``Gather``/``Concat``)."""
     light, moved = weightless(model)
     outputs = {o.name for o in light.graph.output}
-    names = [o for n in light.graph.node for o in n.output if o and o not in outputs]
-    for name in names:
+    for name in [o for n in light.graph.node for o in n.output if o and o not in outputs]:
         vi = onnx.ValueInfoProto()
         vi.name = name  # untyped: ONNX Runtime takes the type from the graph
         light.graph.output.append(vi)
@@ -181,42 +183,21 @@ def run_shapes(model: onnx.ModelProto, *, seed: int = 0) -> RunTable:
         sess = ort.InferenceSession(light.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise SplitrtError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0]}") from None
-    init = {t.name for t in moved}
-    real = [i for i in sess.get_inputs() if i.name not in init]
-    if len(real) != 1:
-        analyse(model)  # the "several inputs" error, with names
-    spec = real[0]
-    dtype = _ORT_TYPES.get(spec.type)
-    if dtype is None:
-        raise SplitrtError(f"input {spec.name!r} has type {spec.type}: splitrt feeds numeric tensors only")
-    feeds = {t.name: numpy_helper.to_array(t) for t in moved}
-    feeds[spec.name] = sample_input(TensorSpec(spec.name, tuple(spec.shape), dtype), seed)
+    moved_names = {m.name for m in moved}
+    [inp] = [i for i in model.graph.input if i.name not in moved_names | {x.name for x in model.graph.initializer}]
+    tt = inp.type.tensor_type
+    spec = TensorSpec(inp.name, tuple(d.dim_value for d in tt.shape.dim), _np_dtype(tt.elem_type))
+    feeds = {m.name: numpy_helper.to_array(m) for m in moved}
+    feeds[spec.name] = sample_input(spec, seed)
     wanted = [o.name for o in sess.get_outputs()]
     try:
-        values = sess.run(wanted, feeds)
+        got = sess.run(wanted, feeds)
     except Exception as exc:
         raise SplitrtError(f"the model does not run on its input shape: {str(exc).strip().splitlines()[0]}") from None
-    shapes: dict[str, tuple[tuple[int, ...], int]] = {
-        spec.name: (tuple(spec.shape), helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
-    }
-    for name, v in zip(wanted, values, strict=True):
-        if isinstance(v, np.ndarray):
-            shapes[name] = (tuple(int(d) for d in v.shape), helper.np_dtype_to_tensor_dtype(v.dtype))
-    shape_ops = {o for n in model.graph.node if n.op_type in ("Shape", "Size") for o in n.output if o}
-    kept = {n: np.asarray(v) for n, v in zip(wanted, values, strict=True) if n in shape_ops}
-    return RunTable(shapes, kept)
-
-
-_ORT_TYPES = {
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-    "tensor(double)": "float64",
-    "tensor(int64)": "int64",
-    "tensor(int32)": "int32",
-    "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8",
-    "tensor(bool)": "bool",
-}
+    values = {spec.name: feeds[spec.name]}
+    values.update((n, v) for n, v in zip(wanted, got, strict=True) if isinstance(v, np.ndarray))
+    shapes = {n: (tuple(int(d) for d in v.shape), helper.np_dtype_to_tensor_dtype(v.dtype)) for n, v in values.items()}
+    return RunTable(shapes, values)
 
 
 def fold_shapes(model: onnx.ModelProto, run: RunTable) -> tuple[onnx.ModelProto, int]:
@@ -227,8 +208,8 @@ def fold_shapes(model: onnx.ModelProto, run: RunTable) -> tuple[onnx.ModelProto,
     out = _copy(model)
     folded = 0
     for i, node in enumerate(out.graph.node):
-        if node.op_type in ("Shape", "Size") and node.output[0] in run.shape_values:
-            value = run.shape_values[node.output[0]]
+        if node.op_type in ("Shape", "Size") and node.output[0] in run.values:
+            value = run.values[node.output[0]]
             const = helper.make_node(
                 "Constant",
                 [],
@@ -341,6 +322,8 @@ def segment_model(
 
     segments: list[Segment] = []
     cut_tensors = [an.live_tensor[p] for p in positions]
+    refs = [run.values[c] for c in cut_tensors[1:]]  # the parity reference: the unfolded model's run
+    del run  # every other tensor of the run
     for s, (a, b) in enumerate(itertools.pairwise(positions)):
         seg_nodes = an.nodes[a:b]
         t_in, t_out = cut_tensors[s], cut_tensors[s + 1]
@@ -426,7 +409,7 @@ def segment_model(
         opset=opset,
         directory=out,
     )
-    report = verify_parity(manifest, reference, seed=parity_seed)
+    report = verify_parity(manifest, reference, seed=parity_seed, refs=refs)
     manifest.write(out)
     return Manifest.load(out), report
 
@@ -457,29 +440,38 @@ def sample_input(spec: TensorSpec, seed: int = 0) -> np.ndarray:
     return np.zeros(spec.shape, dtype=spec.dtype)
 
 
-def verify_parity(manifest: Manifest, whole: onnx.ModelProto, *, seed: int = 0, threads: int = 1) -> ParityReport:
+def verify_parity(
+    manifest: Manifest,
+    whole: onnx.ModelProto,
+    *,
+    seed: int = 0,
+    threads: int = 1,
+    refs: Sequence[np.ndarray] | None = None,
+) -> ParityReport:
     """Chain the segments and compare every cut tensor with the whole model's (PARITY_RTOL).
 
-    The whole model is run once with every cut tensor added as an extra graph output, so the
-    check covers the intermediate tensors, not only the final one. Its large weights are fed as
-    inputs (`weightless`) rather than serialised into the probe.
+    ``refs`` are the whole model's tensors at cuts 1..n on `sample_input` (``seed``), when the
+    caller has them (`segment_model` takes them from its `run_shapes` run). Without them the whole
+    model is run once with every cut tensor added as an extra graph output, so the check covers
+    the intermediate tensors, not only the final one; its large weights are fed as inputs
+    (`weightless`) rather than serialised into the probe.
     """
-    probe, moved = weightless(whole)
-    names = [c.tensor for c in manifest.cuts[1:]]
-    existing = {o.name for o in probe.graph.output}
-    for c in manifest.cuts[1:]:
-        if c.tensor not in existing:
-            elem = helper.np_dtype_to_tensor_dtype(np.dtype(c.dtype))
-            probe.graph.output.append(helper.make_tensor_value_info(c.tensor, elem, list(c.shape)))
-    sess = ort.InferenceSession(
-        probe.SerializeToString(), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-    )
     x = sample_input(manifest.input, seed)
-    feeds = {t.name: numpy_helper.to_array(t) for t in moved}
-    feeds[manifest.input.name] = x
-    refs = sess.run(names, feeds)
-    del feeds
-    del sess
+    if refs is None:
+        probe, moved = weightless(whole)
+        names = [c.tensor for c in manifest.cuts[1:]]
+        existing = {o.name for o in probe.graph.output}
+        for c in manifest.cuts[1:]:
+            if c.tensor not in existing:
+                elem = helper.np_dtype_to_tensor_dtype(np.dtype(c.dtype))
+                probe.graph.output.append(helper.make_tensor_value_info(c.tensor, elem, list(c.shape)))
+        sess = ort.InferenceSession(
+            probe.SerializeToString(), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+        )
+        feeds = {t.name: numpy_helper.to_array(t) for t in moved}
+        feeds[manifest.input.name] = x
+        refs = sess.run(names, feeds)
+        del feeds, sess
     runner = SegmentRunner(manifest, threads=threads)
     errs = []
     t = x

@@ -12,7 +12,7 @@ from splitrt.edge_runtime.compute.segments import SegmentRunner, open_session
 from splitrt.edge_runtime.errors import SplitrtError
 from splitrt.edge_runtime.formats.manifest import Manifest
 from splitrt.models.cuts import node_inputs
-from splitrt.models.segmenter import PARITY_RTOL, sample_input, segment_model, verify_parity
+from splitrt.models.segmenter import PARITY_RTOL, run_shapes, sample_input, segment_model, verify_parity
 from splitrt.models.torchvision_export import export_torchvision
 from tests.onnx_graphs import two_input_model
 
@@ -145,3 +145,7 @@ def test_parity_failure_is_detected(exports, tmp_path):
     init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
     with pytest.raises(SplitrtError, match="parity check failed"):
         verify_parity(manifest, whole)
+    # the same with the reference tensors given, as `segment_model` takes them from its shape run
+    run = run_shapes(whole)
+    with pytest.raises(SplitrtError, match="parity check failed"):
+        verify_parity(manifest, whole, refs=[run.values[c.tensor] for c in manifest.cuts[1:]])
